@@ -1,0 +1,231 @@
+//! Command line and the edge of the program: parse arguments, read the environment and the
+//! config once, run one stage, and turn its outcome into an exit code (the only place that
+//! does). GitLab Runner registers the binary as `config_exec`, `prepare_exec`, `run_exec` and
+//! `cleanup_exec` with the subcommand as the first argument.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Config;
+use crate::error::{Error, Failure, Result};
+use crate::job::Env;
+use crate::output;
+use crate::stages::{self, Context, exec::ExecJob};
+
+#[derive(Debug, Parser)]
+#[command(name = "ecr-executor", version, about)]
+pub struct Cli {
+    /// Driver config file (default: /etc/ecr-executor/config.toml when it exists).
+    #[arg(long, global = true, env = "ECR_EXECUTOR_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// config_exec: print the builds/cache dirs and driver info as JSON.
+    Config,
+    /// prepare_exec: pull the images and start the job's containers.
+    Prepare,
+    /// run_exec: run one stage script in the job's containers.
+    Run {
+        /// The stage script written by GitLab Runner.
+        script: PathBuf,
+        /// The stage name (build_script, get_sources, ...).
+        stage: String,
+    },
+    /// cleanup_exec: remove the job's containers, network and volumes.
+    Cleanup,
+    /// Run a job locally through all stages, to try an image and a driver config.
+    Exec {
+        /// The job image.
+        #[arg(long)]
+        image: String,
+        /// A command for after_script (repeatable).
+        #[arg(long = "after-script", value_name = "COMMAND")]
+        after_script: Vec<String>,
+        /// The build_script commands, one per argument.
+        #[arg(last = true, required = true, value_name = "SCRIPT")]
+        script: Vec<String>,
+    },
+}
+
+/// Runs the command and returns the process exit code.
+pub fn main(cli: Cli) -> ExitCode {
+    let env = Env::from_process();
+    if let Some(filter) = &env.log_filter {
+        init_tracing(filter);
+    }
+    for warning in &env.exit_code_warnings {
+        output::warn(warning);
+    }
+    let is_cleanup = matches!(cli.command, Command::Cleanup);
+    let is_exec = matches!(cli.command, Command::Exec { .. });
+    let result = dispatch(cli, env.clone());
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        // The runner ignores cleanup's exit code; a failed cleanup is a warning in its log.
+        Err(e) if is_cleanup => {
+            output::warn(format!("cleanup: {e}"));
+            ExitCode::SUCCESS
+        }
+        Err(Error::ScriptFailed { code, .. }) if is_exec => {
+            ExitCode::from(u8::try_from(code).unwrap_or(u8::MAX))
+        }
+        Err(e) => exit_with(&e, &env),
+    }
+}
+
+fn dispatch(cli: Cli, env: Env) -> Result<()> {
+    let config = Config::load(cli.config.as_deref())?;
+    if let Command::Config = cli.command {
+        // No runtime, no Docker: config runs before every prepare attempt.
+        return stages::config::run(&Context { env, config });
+    }
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Error::io("starting the async runtime", e))?;
+    runtime.block_on(async move {
+        let cancel = crate::signals::cancel_on_signals()
+            .map_err(|e| Error::io("installing signal handlers", e))?;
+        match cli.command {
+            Command::Config => unreachable!("handled above"),
+            Command::Prepare => stages::prepare::run(&Context { env, config }, &cancel).await,
+            Command::Run { script, stage } => {
+                stages::run::run(&Context { env, config }, &script, &stage, &cancel).await
+            }
+            Command::Cleanup => stages::cleanup::run(&Context { env, config }).await,
+            Command::Exec {
+                image,
+                after_script,
+                script,
+            } => {
+                let job = ExecJob {
+                    image,
+                    script,
+                    after_script,
+                };
+                exec(config, &env, &job, &cancel).await
+            }
+        }
+    })
+}
+
+async fn exec(config: Config, env: &Env, job: &ExecJob, cancel: &CancellationToken) -> Result<()> {
+    let result = stages::exec::run(config, env, job, cancel).await;
+    match &result {
+        Ok(()) => output::info("Job succeeded"),
+        Err(e) => output::error(format!("Job failed: {e}")),
+    }
+    result
+}
+
+/// Reports an error the way GitLab Runner expects and picks the exit code: the build-failure
+/// code (with the script's own code in `BUILD_EXIT_CODE_FILE`) or the system-failure code.
+fn exit_with(error: &Error, env: &Env) -> ExitCode {
+    let codes = env.exit_codes();
+    match error.failure() {
+        Failure::Build => {
+            if let Some(path) = &env.build_exit_code_file {
+                record_build_exit_code(path, error.script_exit_code());
+            }
+            // A failing script speaks for itself; the runner prints its exit code.
+            if error.script_exit_code().is_none() {
+                output::error(error);
+            }
+            ExitCode::from(codes.build_failure)
+        }
+        Failure::System => {
+            output::error(error);
+            ExitCode::from(codes.system_failure)
+        }
+    }
+}
+
+/// Writes the script's exit code for the runner (17.9+), replacing any stale value; for a
+/// build failure that is not a script's, removes the file so the runner reports its own code.
+fn record_build_exit_code(path: &Path, code: Option<i32>) {
+    let result = match code {
+        Some(code) => std::fs::write(path, format!("{code}\n")),
+        None => match std::fs::remove_file(path) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            other => other,
+        },
+    };
+    if let Err(e) = result {
+        output::warn(format!("cannot update {}: {e}", path.display()));
+    }
+}
+
+fn init_tracing(filter: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_new(filter)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exit_code_file_is_overwritten_and_cleared() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("build_exit_code");
+        std::fs::write(&path, "99\n").unwrap();
+        record_build_exit_code(&path, Some(7));
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "7\n");
+        record_build_exit_code(&path, None);
+        assert!(!path.exists());
+        record_build_exit_code(&path, None);
+    }
+
+    #[test]
+    fn exit_codes_come_from_the_environment() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("code");
+        let env = Env::from_pairs([
+            ("BUILD_FAILURE_EXIT_CODE".into(), "33".into()),
+            ("SYSTEM_FAILURE_EXIT_CODE".into(), "34".into()),
+            ("BUILD_EXIT_CODE_FILE".into(), file.clone().into()),
+        ]);
+        let script = Error::ScriptFailed {
+            stage: "build_script".into(),
+            code: 7,
+        };
+        assert_eq!(exit_with(&script, &env), ExitCode::from(33));
+        assert_eq!(std::fs::read_to_string(&file).unwrap(), "7\n");
+        let system = Error::Cancelled {
+            what: "prepare".into(),
+        };
+        assert_eq!(exit_with(&system, &env), ExitCode::from(34));
+    }
+
+    #[test]
+    fn cli_parses_runner_invocations() {
+        let cli =
+            Cli::try_parse_from(["ecr-executor", "run", "/tmp/x/script", "build_script"]).unwrap();
+        assert!(matches!(cli.command, Command::Run { ref stage, .. } if stage == "build_script"));
+        let cli = Cli::try_parse_from([
+            "ecr-executor",
+            "--config",
+            "/c.toml",
+            "exec",
+            "--image",
+            "alpine",
+            "--",
+            "echo hi",
+            "false",
+        ])
+        .unwrap();
+        assert_eq!(cli.config.as_deref(), Some(Path::new("/c.toml")));
+        assert!(matches!(cli.command, Command::Exec { ref script, .. } if script.len() == 2));
+    }
+}

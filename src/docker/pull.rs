@@ -1,0 +1,175 @@
+//! Getting an image onto the Docker host under a list of pull policies, with progress in the
+//! job log: one line each time a layer changes state, never one per progress tick.
+
+use std::collections::HashMap;
+
+use bollard::Docker;
+use bollard::auth::DockerCredentials;
+use bollard::query_parameters::CreateImageOptions;
+use futures_util::StreamExt;
+
+use super::is_not_found;
+use crate::error::{Error, Result};
+use crate::image_ref::ImageRef;
+use crate::job::PullPolicy;
+use crate::output;
+
+/// Makes `image` available, trying `policies` in order (a later one is a fallback for an
+/// earlier failure, as in the Docker executor). Returns the local image ID.
+pub async fn ensure_image(
+    docker: &Docker,
+    image: &ImageRef,
+    policies: &[PullPolicy],
+    credentials: Option<&DockerCredentials>,
+) -> Result<String> {
+    let reference = image.pull_reference();
+    let mut last = None;
+    for (i, policy) in policies.iter().enumerate() {
+        let attempt = match policy {
+            PullPolicy::Never | PullPolicy::IfNotPresent => {
+                match local_id(docker, &reference).await? {
+                    Some(id) => return Ok(id),
+                    None if *policy == PullPolicy::Never => Err(Error::ImageNotPresent {
+                        image: reference.clone(),
+                    }),
+                    None => pull(docker, &reference, credentials).await,
+                }
+            }
+            PullPolicy::Always => pull(docker, &reference, credentials).await,
+        };
+        match attempt {
+            Ok(()) => {
+                return local_id(docker, &reference)
+                    .await?
+                    .ok_or_else(|| Error::Pull {
+                        image: reference.clone(),
+                        message: "the image is missing right after the pull".into(),
+                    });
+            }
+            Err(e) => {
+                if let Some(next) = policies.get(i + 1) {
+                    output::warn(format!("{e}; trying the next pull policy ({next})"));
+                }
+                last = Some(e);
+            }
+        }
+    }
+    Err(last.unwrap_or(Error::Pull {
+        image: reference,
+        message: "no pull policy to apply".into(),
+    }))
+}
+
+/// The local image ID, or `None` when the image is not on the host.
+async fn local_id(docker: &Docker, reference: &str) -> Result<Option<String>> {
+    match docker.inspect_image(reference).await {
+        Ok(image) => Ok(Some(image.id.unwrap_or_default())),
+        Err(e) if is_not_found(&e) => Ok(None),
+        Err(e) => Err(Error::docker("inspect image", reference, e)),
+    }
+}
+
+async fn pull(
+    docker: &Docker,
+    reference: &str,
+    credentials: Option<&DockerCredentials>,
+) -> Result<()> {
+    output::info(format!("Pulling image {reference} ..."));
+    let options = CreateImageOptions {
+        from_image: Some(reference.to_owned()),
+        ..Default::default()
+    };
+    let mut stream = docker.create_image(Some(options), None, credentials.cloned());
+    let mut progress = Progress::default();
+    while let Some(item) = stream.next().await {
+        let info = item.map_err(|e| Error::Pull {
+            image: reference.to_owned(),
+            message: pull_error_message(e),
+        })?;
+        if let Some(detail) = info.error_detail.and_then(|d| d.message) {
+            return Err(Error::Pull {
+                image: reference.to_owned(),
+                message: detail,
+            });
+        }
+        if let Some(line) = progress.line(info.id.as_deref(), info.status.as_deref()) {
+            output::info(line);
+        }
+    }
+    Ok(())
+}
+
+fn pull_error_message(e: bollard::errors::Error) -> String {
+    use bollard::errors::Error as E;
+    match e {
+        E::DockerStreamError { error } => error,
+        E::DockerResponseServerError { message, .. } => message,
+        other => other.to_string(),
+    }
+}
+
+/// Turns the pull event stream into readable lines: a line when a layer changes state.
+#[derive(Default)]
+struct Progress {
+    layers: HashMap<String, String>,
+}
+
+impl Progress {
+    fn line(&mut self, id: Option<&str>, status: Option<&str>) -> Option<String> {
+        let status = status?.trim();
+        if status.is_empty() {
+            return None;
+        }
+        match id {
+            Some(id) if !id.is_empty() => {
+                if self.layers.get(id).is_some_and(|s| s == status) {
+                    return None;
+                }
+                self.layers.insert(id.to_owned(), status.to_owned());
+                Some(format!("  {id}: {status}"))
+            }
+            _ => Some(format!("  {status}")),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn progress_prints_state_changes_only() {
+        let mut p = Progress::default();
+        let events = [
+            (Some("3"), Some("Pulling from library/alpine")),
+            (Some("abc"), Some("Pulling fs layer")),
+            (Some("abc"), Some("Downloading")),
+            (Some("abc"), Some("Downloading")),
+            (Some("abc"), Some("Downloading")),
+            (Some("def"), Some("Downloading")),
+            (Some("abc"), Some("Download complete")),
+            (Some("abc"), Some("Extracting")),
+            (Some("abc"), Some("Extracting")),
+            (Some("abc"), Some("Pull complete")),
+            (None, Some("Digest: sha256:00")),
+            (None, None),
+        ];
+        let lines: Vec<String> = events
+            .iter()
+            .filter_map(|(id, s)| p.line(*id, *s))
+            .collect();
+        assert_eq!(
+            lines,
+            [
+                "  3: Pulling from library/alpine",
+                "  abc: Pulling fs layer",
+                "  abc: Downloading",
+                "  def: Downloading",
+                "  abc: Download complete",
+                "  abc: Extracting",
+                "  abc: Pull complete",
+                "  Digest: sha256:00",
+            ]
+        );
+    }
+}

@@ -1,0 +1,99 @@
+//! Creating and removing the per-job containers, volumes and network.
+//!
+//! Removal needs no saved state: it finds a job's resources by the [`LABEL_JOB`] label and by
+//! their deterministic names, removes them concurrently, and treats "already gone" as done.
+
+use std::collections::{BTreeSet, HashMap};
+
+use bollard::Docker;
+use bollard::query_parameters::{
+    ListContainersOptions, ListNetworksOptions, ListVolumesOptions, RemoveContainerOptions,
+    RemoveVolumeOptions,
+};
+use futures_util::future::join_all;
+
+use super::is_not_found;
+use crate::naming::{LABEL_JOB, Names};
+
+/// Removes every container, network and per-job volume of a job. Returns what could not be
+/// removed, one message per object; an empty list means the job left nothing behind.
+pub async fn remove_job(docker: &Docker, names: &Names) -> Vec<String> {
+    let filter = || {
+        Some(HashMap::from([(
+            "label".to_owned(),
+            vec![format!("{LABEL_JOB}={}", names.job)],
+        )]))
+    };
+    let mut failures = Vec::new();
+
+    let mut containers = BTreeSet::from([names.build.clone(), names.helper.clone()]);
+    match docker
+        .list_containers(Some(ListContainersOptions {
+            all: true,
+            filters: filter(),
+            ..Default::default()
+        }))
+        .await
+    {
+        Ok(list) => containers.extend(list.into_iter().filter_map(|c| c.id)),
+        Err(e) => failures.push(format!("listing containers of {}: {e}", names.job)),
+    }
+    let removals = containers.iter().map(|name| async move {
+        let options = RemoveContainerOptions {
+            force: true,
+            v: true,
+            ..Default::default()
+        };
+        match docker.remove_container(name, Some(options)).await {
+            Ok(()) => None,
+            Err(e) if is_not_found(&e) || is_removal_in_progress(&e) => None,
+            Err(e) => Some(format!("container {name}: {e}")),
+        }
+    });
+    failures.extend(join_all(removals).await.into_iter().flatten());
+
+    let mut networks = BTreeSet::from([names.network.clone()]);
+    match docker
+        .list_networks(Some(ListNetworksOptions { filters: filter() }))
+        .await
+    {
+        Ok(list) => networks.extend(list.into_iter().filter_map(|n| n.name)),
+        Err(e) => failures.push(format!("listing networks of {}: {e}", names.job)),
+    }
+    let mut volumes = BTreeSet::from([names.builds_volume.clone()]);
+    match docker
+        .list_volumes(Some(ListVolumesOptions { filters: filter() }))
+        .await
+    {
+        Ok(list) => volumes.extend(list.volumes.unwrap_or_default().into_iter().map(|v| v.name)),
+        Err(e) => failures.push(format!("listing volumes of {}: {e}", names.job)),
+    }
+    let network_removals = networks.iter().map(|name| async move {
+        match docker.remove_network(name).await {
+            Ok(()) => None,
+            Err(e) if is_not_found(&e) => None,
+            Err(e) => Some(format!("network {name}: {e}")),
+        }
+    });
+    let volume_removals = volumes.iter().map(|name| async move {
+        match docker
+            .remove_volume(name, None::<RemoveVolumeOptions>)
+            .await
+        {
+            Ok(()) => None,
+            Err(e) if is_not_found(&e) => None,
+            Err(e) => Some(format!("volume {name}: {e}")),
+        }
+    });
+    let (n, v) = tokio::join!(join_all(network_removals), join_all(volume_removals));
+    failures.extend(n.into_iter().chain(v).flatten());
+    failures
+}
+
+fn is_removal_in_progress(e: &bollard::errors::Error) -> bool {
+    matches!(
+        e,
+        bollard::errors::Error::DockerResponseServerError { status_code: 409, message }
+            if message.contains("already in progress")
+    )
+}

@@ -1,0 +1,240 @@
+//! The driver's one error type and the one function that decides whether an error is the
+//! job's fault (build failure) or the driver's (system failure).
+//!
+//! GitLab Runner retries `prepare` on a system failure and reports a build failure as
+//! `script_failure`. Only what the job itself controls is a build failure: its script's exit
+//! status, its image reference, a pull policy the operator does not allow, an entrypoint that
+//! does not stay up. Everything the driver could not do (Docker, registry, files) is a system
+//! failure, so the runner retries and the operator sees it as infrastructure.
+
+use std::path::PathBuf;
+
+use crate::job::PullPolicy;
+
+/// Whether GitLab Runner should treat an error as the job's failure or the runner's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Failure {
+    /// The job's own doing: exit with `BUILD_FAILURE_EXIT_CODE`.
+    Build,
+    /// The driver or its environment failed: exit with `SYSTEM_FAILURE_EXIT_CODE`.
+    System,
+}
+
+/// Everything that can go wrong in the driver. Messages say what failed, on what, and what to do.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("cannot read the driver config {path}: {source}")]
+    ConfigRead {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+
+    #[error("invalid driver config {path}: {message}")]
+    ConfigInvalid { path: PathBuf, message: String },
+
+    #[error(
+        "{name} is not set; ecr-executor must be called by GitLab Runner's custom executor \
+         (or use `ecr-executor exec` to try a job locally)"
+    )]
+    MissingVariable { name: &'static str },
+
+    #[error("{name} has an invalid value ({reason})")]
+    InvalidVariable { name: String, reason: String },
+
+    #[error("cannot read the job payload {path}: {message}")]
+    JobPayload { path: PathBuf, message: String },
+
+    #[error(
+        "the job has no image and the driver config sets no `default_image`; \
+         add `image:` to the job in .gitlab-ci.yml or set `default_image` in the driver config"
+    )]
+    NoImage,
+
+    #[error("invalid image reference {image:?}: {reason}")]
+    InvalidImage { image: String, reason: String },
+
+    #[error(
+        "pull policy {policy} requested by the job is not allowed (allowed: {allowed}); \
+         change the job's `image: pull_policy` or add it to `allowed_pull_policies` in the driver config"
+    )]
+    PullPolicyNotAllowed { policy: PullPolicy, allowed: String },
+
+    #[error(
+        "cannot connect to the Docker daemon at {host}: {source}; \
+         check that dockerd is running and that `[docker] host` / DOCKER_HOST point at it"
+    )]
+    DockerConnect {
+        host: String,
+        #[source]
+        source: bollard::errors::Error,
+    },
+
+    #[error("Docker could not {action} {target}: {source}")]
+    Docker {
+        action: &'static str,
+        target: String,
+        #[source]
+        source: bollard::errors::Error,
+    },
+
+    #[error("pulling image {image} failed: {message}")]
+    Pull { image: String, message: String },
+
+    #[error(
+        "image {image} is not present locally and the pull policy is `never`; \
+         load the image on the Docker host or allow `if-not-present`"
+    )]
+    ImageNotPresent { image: String },
+
+    #[error(
+        "container {container} (image {image}) stopped right after it started (exit code {exit_code}); \
+         the image's ENTRYPOINT does not keep running with the driver's keep-alive command. \
+         Override it in .gitlab-ci.yml with `image: {{ name: {image}, entrypoint: [\"\"] }}`.{logs}"
+    )]
+    EntrypointExited {
+        container: String,
+        image: String,
+        exit_code: i64,
+        logs: String,
+    },
+
+    #[error(
+        "container {container} for stage {stage} does not exist; \
+         prepare did not run for this job or the container was removed"
+    )]
+    ContainerGone { container: String, stage: String },
+
+    #[error("cannot read the stage script {path}: {source}")]
+    ScriptRead {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+
+    #[error("stage {stage} failed: the script exited with code {code}")]
+    ScriptFailed { stage: String, code: i32 },
+
+    #[error("{what} was cancelled (SIGTERM/SIGINT)")]
+    Cancelled { what: String },
+
+    #[error("{what}: {source}")]
+    Io {
+        what: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl Error {
+    /// The one place that classifies errors. Exhaustive on purpose: a new variant must decide.
+    pub fn failure(&self) -> Failure {
+        match self {
+            Error::ScriptFailed { .. }
+            | Error::NoImage
+            | Error::InvalidImage { .. }
+            | Error::PullPolicyNotAllowed { .. }
+            | Error::EntrypointExited { .. } => Failure::Build,
+            Error::ConfigRead { .. }
+            | Error::ConfigInvalid { .. }
+            | Error::MissingVariable { .. }
+            | Error::InvalidVariable { .. }
+            | Error::JobPayload { .. }
+            | Error::DockerConnect { .. }
+            | Error::Docker { .. }
+            | Error::Pull { .. }
+            | Error::ImageNotPresent { .. }
+            | Error::ContainerGone { .. }
+            | Error::ScriptRead { .. }
+            | Error::Cancelled { .. }
+            | Error::Io { .. } => Failure::System,
+        }
+    }
+
+    /// The user script's own exit status, for `BUILD_EXIT_CODE_FILE`.
+    pub fn script_exit_code(&self) -> Option<i32> {
+        match self {
+            Error::ScriptFailed { code, .. } => Some(*code),
+            _ => None,
+        }
+    }
+
+    pub(crate) fn docker(
+        action: &'static str,
+        target: impl Into<String>,
+        source: bollard::errors::Error,
+    ) -> Self {
+        Error::Docker {
+            action,
+            target: target.into(),
+            source,
+        }
+    }
+
+    pub(crate) fn io(what: impl Into<String>, source: std::io::Error) -> Self {
+        Error::Io {
+            what: what.into(),
+            source,
+        }
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_job_controlled_errors_are_build_failures() {
+        assert_eq!(
+            Error::ScriptFailed {
+                stage: "build_script".into(),
+                code: 7
+            }
+            .failure(),
+            Failure::Build
+        );
+        assert_eq!(Error::NoImage.failure(), Failure::Build);
+        assert_eq!(
+            Error::Pull {
+                image: "x".into(),
+                message: "boom".into()
+            }
+            .failure(),
+            Failure::System
+        );
+        assert_eq!(
+            Error::Cancelled { what: "run".into() }.failure(),
+            Failure::System
+        );
+        assert_eq!(
+            Error::MissingVariable {
+                name: "CUSTOM_ENV_CI_JOB_ID"
+            }
+            .failure(),
+            Failure::System
+        );
+    }
+
+    #[test]
+    fn script_exit_code_only_for_script_failures() {
+        let e = Error::ScriptFailed {
+            stage: "build_script".into(),
+            code: 7,
+        };
+        assert_eq!(e.script_exit_code(), Some(7));
+        assert_eq!(Error::NoImage.script_exit_code(), None);
+    }
+
+    #[test]
+    fn entrypoint_message_suggests_override() {
+        let e = Error::EntrypointExited {
+            container: "c".into(),
+            image: "img:1".into(),
+            exit_code: 1,
+            logs: String::new(),
+        };
+        assert!(e.to_string().contains(r#"entrypoint: [""]"#), "{e}");
+    }
+}

@@ -1,0 +1,130 @@
+//! `exec`: plays GitLab Runner's sequence on this machine (config, prepare, prepare_script,
+//! build_script, after_script, cleanup) to try a driver config and an image before
+//! registering a runner. The stages run in-process with the same code the runner calls.
+
+use std::ffi::OsString;
+use std::path::Path;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use tokio_util::sync::CancellationToken;
+
+use super::{Context, cleanup, config, prepare, run};
+use crate::config::Config;
+use crate::error::{Error, Result};
+use crate::job::{CUSTOM_ENV_PREFIX, Env};
+use crate::output;
+
+/// What to run.
+#[derive(Debug, Clone)]
+pub struct ExecJob {
+    pub image: String,
+    pub script: Vec<String>,
+    pub after_script: Vec<String>,
+}
+
+/// Runs the job; `Err(ScriptFailed)` carries the build script's exit code.
+pub async fn run(
+    config: Config,
+    runner_env: &Env,
+    job: &ExecJob,
+    cancel: &CancellationToken,
+) -> Result<()> {
+    let tmp = tempfile::Builder::new()
+        .prefix("ecr-executor-exec")
+        .tempdir()
+        .map_err(|e| Error::io("creating a temporary directory", e))?;
+    let job_id = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
+    let payload = serde_json::json!({ "id": job_id, "image": { "name": job.image } });
+    let response = tmp.path().join("response.json");
+    write(&response, payload.to_string().as_bytes())?;
+
+    let mut pairs: Vec<(OsString, OsString)> = vec![
+        ("TMPDIR".into(), tmp.path().into()),
+        ("JOB_RESPONSE_FILE".into(), response.into()),
+    ];
+    let vars = [
+        ("CI_JOB_ID", job_id.to_string()),
+        ("CI_PROJECT_ID", "0".into()),
+        ("CI_CONCURRENT_ID", "0".into()),
+        ("CI_RUNNER_SHORT_TOKEN", "exec".into()),
+        ("CI_JOB_IMAGE", job.image.clone()),
+    ];
+    pairs.extend(
+        vars.into_iter()
+            .map(|(k, v)| (format!("{CUSTOM_ENV_PREFIX}{k}").into(), v.into())),
+    );
+    let mut env = Env::from_pairs(pairs);
+    env.docker_host = runner_env.docker_host.clone();
+    let ctx = Context { env, config };
+
+    let cfg = config::output(&ctx);
+    output::info(format!(
+        "Using {} {} (builds in {}, cache in {})",
+        cfg.driver.name, cfg.driver.version, cfg.builds_dir, cfg.cache_dir
+    ));
+    let result = stages(&ctx, tmp.path(), job, cancel).await;
+    cleanup::run(&ctx).await?;
+    result
+}
+
+async fn stages(
+    ctx: &Context,
+    tmp: &Path,
+    job: &ExecJob,
+    cancel: &CancellationToken,
+) -> Result<()> {
+    prepare::run(ctx, cancel).await?;
+    let hello = "echo \"Running on $(hostname) via ecr-executor exec...\"".to_owned();
+    run_stage(ctx, tmp, "prepare_script", "running", &[hello], cancel).await?;
+    let build = run_stage(ctx, tmp, "build_script", "running", &job.script, cancel).await;
+    if matches!(build, Err(Error::Cancelled { .. })) {
+        return build;
+    }
+    let status = if build.is_ok() { "success" } else { "failed" };
+    let default_after = ["echo \"Job finished: $CI_JOB_STATUS\"".to_owned()];
+    let after = if job.after_script.is_empty() {
+        &default_after[..]
+    } else {
+        &job.after_script[..]
+    };
+    // As in GitLab, after_script errors do not change the job's result.
+    if let Err(e) = run_stage(ctx, tmp, "after_script", status, after, cancel).await {
+        output::warn(format!("after_script: {e}"));
+    }
+    build
+}
+
+async fn run_stage(
+    ctx: &Context,
+    tmp: &Path,
+    stage: &str,
+    status: &str,
+    lines: &[String],
+    cancel: &CancellationToken,
+) -> Result<()> {
+    let path = tmp.join(format!("{stage}.sh"));
+    write(
+        &path,
+        stage_script(&ctx.config.builds_dir, status, lines).as_bytes(),
+    )?;
+    run::run(ctx, &path, stage, cancel).await
+}
+
+/// A stage script in the shape the runner generates: strict mode where the shell has it,
+/// the job status, the builds directory, then the commands.
+fn stage_script(builds_dir: &str, status: &str, lines: &[String]) -> String {
+    let mut s = String::from("set -e\n(set -o pipefail) 2>/dev/null && set -o pipefail\n");
+    s.push_str(&format!("export CI_JOB_STATUS={status}\n"));
+    s.push_str(&format!("mkdir -p '{builds_dir}' && cd '{builds_dir}'\n"));
+    for line in lines {
+        s.push_str(line);
+        s.push('\n');
+    }
+    s
+}
+
+fn write(path: &Path, bytes: &[u8]) -> Result<()> {
+    std::fs::write(path, bytes).map_err(|e| Error::io(format!("writing {}", path.display()), e))
+}

@@ -1,0 +1,75 @@
+//! `run` stage: `ecr-executor run <script> <stage>`.
+//!
+//! Contract: the script (a self-contained shell script the runner wrote for this stage) is fed
+//! on stdin to bash or sh in the helper container (sources, cache, artifacts) or the build
+//! container (the user's steps, and any stage the driver does not know, with a warning).
+//! Output streams through as produced. A non-zero script exit is a build failure carrying the
+//! script's code; anything the driver could not do is a system failure; SIGTERM stops the
+//! script's processes and ends the stage within seconds.
+
+use std::path::Path;
+
+use tokio_util::sync::CancellationToken;
+
+use super::Context;
+use super::prepare::ensure_running;
+use crate::docker::{self, exec};
+use crate::error::{Error, Result};
+use crate::job::stage::{Target, target_of};
+use crate::naming::Names;
+use crate::output;
+
+pub async fn run(
+    ctx: &Context,
+    script: &Path,
+    stage: &str,
+    cancel: &CancellationToken,
+) -> Result<()> {
+    let names = Names::new(&ctx.env.vars.identity()?);
+    let (target, known) = target_of(stage);
+    if !known {
+        output::warn(format!(
+            "unknown stage {stage:?}: running it in the build container"
+        ));
+    }
+    let container = match target {
+        Target::Build => &names.build,
+        Target::Helper => &names.helper,
+    };
+    let body = std::fs::read(script).map_err(|source| Error::ScriptRead {
+        path: script.to_owned(),
+        source,
+    })?;
+    let docker = docker::connect(&ctx.config, &ctx.env)?;
+
+    match exec::run_script(&docker, container, &body, cancel).await {
+        Ok(exec::Outcome::Exited(0)) => Ok(()),
+        Ok(exec::Outcome::Exited(code)) => Err(Error::ScriptFailed {
+            stage: stage.to_owned(),
+            code: i32::try_from(code).unwrap_or(i32::MAX),
+        }),
+        Ok(exec::Outcome::Cancelled) => Err(Error::Cancelled {
+            what: format!("stage {stage}"),
+        }),
+        Err(exec::ExecError::ContainerMissing) => Err(Error::ContainerGone {
+            container: container.clone(),
+            stage: stage.to_owned(),
+        }),
+        Err(exec::ExecError::ContainerNotRunning) if target == Target::Build => {
+            let image = ctx.env.vars.get("CI_JOB_IMAGE").unwrap_or("the job image");
+            ensure_running(&docker, container, image).await?;
+            Err(Error::ContainerGone {
+                container: container.clone(),
+                stage: stage.to_owned(),
+            })
+        }
+        Err(exec::ExecError::ContainerNotRunning) => Err(Error::ContainerGone {
+            container: container.clone(),
+            stage: stage.to_owned(),
+        }),
+        Err(exec::ExecError::Docker(action, source)) => {
+            Err(Error::docker(action, container, source))
+        }
+        Err(exec::ExecError::Output(source)) => Err(Error::io("writing the job output", source)),
+    }
+}
