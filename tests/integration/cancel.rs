@@ -1,0 +1,36 @@
+//! SIGTERM to the process group, as GitLab Runner sends on cancel or timeout.
+
+use std::time::{Duration, Instant};
+
+use crate::harness::*;
+
+#[test]
+fn sigterm_stops_a_running_build_script_and_its_processes() {
+    let job = Job::new(BUSYBOX);
+    job.prepare_ok();
+    let running = job.spawn_run("build_script", "echo started\nsleep 600\necho not-reached");
+    let start = Instant::now();
+    while !running.stdout_so_far().contains("started") {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "script never started"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let signalled = Instant::now();
+    running.signal_group(libc::SIGTERM);
+    let out = running.wait(Duration::from_secs(10));
+    assert!(signalled.elapsed() < Duration::from_secs(10));
+    out.assert_code(SYSTEM_FAILURE);
+    assert!(!out.stdout().contains("not-reached"));
+    assert!(out.stderr.contains("cancelled"), "{}", out.stderr);
+
+    let ps = docker(&["exec", &job.build_container(), "ps", "-o", "args"]);
+    assert!(
+        !ps.iter().any(|p| p.contains("sleep 600")),
+        "still running: {ps:?}"
+    );
+
+    job.cleanup().assert_ok();
+    assert_no_leftovers(&job);
+}

@@ -1,0 +1,451 @@
+//! Plays GitLab Runner: calls the built `ecr-executor` binary the way the custom executor
+//! does, with the runner's fixed variables (unusual exit codes 33/34 so a hard-coded value
+//! shows), `CUSTOM_ENV_*` for every job variable, a job payload in `JOB_RESPONSE_FILE`, a
+//! fresh self-contained script file per stage, each process in its own process group, and
+//! cleanup always called when a [`Job`] is dropped.
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::process::CommandExt;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+pub const BUILD_FAILURE: i32 = 33;
+pub const SYSTEM_FAILURE: i32 = 34;
+
+pub const BUSYBOX: &str = "ecr-executor-test/busybox:latest";
+pub const HELPER: &str = "ecr-executor-test/helper:latest";
+pub const ENTRYPOINT: &str = "ecr-executor-test/entrypoint:latest";
+pub const BAD_ENTRYPOINT: &str = "ecr-executor-test/bad-entrypoint:latest";
+
+pub const RUNNER_TOKEN: &str = "itest";
+pub const PROJECT_ID: u64 = 4242;
+
+/// Driver config every test starts from: local images only, never a pull from the internet.
+pub const BASE_CONFIG: &str = r#"
+helper_image = "ecr-executor-test/helper:latest"
+pull_policy = ["if-not-present"]
+allowed_pull_policies = ["if-not-present", "never"]
+"#;
+
+/// Fails loudly (never skips) when Docker or the test images are missing.
+pub fn require_docker() {
+    static READY: OnceLock<()> = OnceLock::new();
+    READY.get_or_init(|| {
+        let out = Command::new("docker")
+            .args(["image", "inspect", BUSYBOX, HELPER])
+            .output()
+            .expect("the `docker` CLI is needed by the tests: run scripts/test.sh");
+        assert!(
+            out.status.success(),
+            "Docker or the test images are not available ({}): run scripts/test.sh",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    });
+}
+
+fn unique_job_id() -> u64 {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let seconds = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        % 100_000;
+    (u64::from(std::process::id()) * 100_000 + seconds) * 1000
+        + NEXT.fetch_add(1, Ordering::Relaxed)
+}
+
+/// What one driver invocation did.
+#[derive(Debug)]
+pub struct Output {
+    pub code: Option<i32>,
+    pub stdout_path: PathBuf,
+    pub stderr: String,
+    /// Peak resident set size of the driver process, in KiB.
+    pub max_rss_kib: i64,
+}
+
+impl Output {
+    pub fn stdout(&self) -> String {
+        String::from_utf8_lossy(&fs::read(&self.stdout_path).unwrap()).into_owned()
+    }
+
+    /// Everything the process printed, stdout then stderr.
+    pub fn all(&self) -> String {
+        format!("{}{}", self.stdout(), self.stderr)
+    }
+
+    #[track_caller]
+    pub fn assert_code(&self, code: i32) -> &Self {
+        assert_eq!(
+            self.code,
+            Some(code),
+            "unexpected exit\n--- stdout\n{}\n--- stderr\n{}",
+            self.stdout(),
+            self.stderr
+        );
+        self
+    }
+
+    #[track_caller]
+    pub fn assert_ok(&self) -> &Self {
+        self.assert_code(0)
+    }
+}
+
+/// A job as GitLab Runner would run it, with its temp dir (`TMPDIR`) and payload.
+pub struct Job {
+    pub id: u64,
+    pub tmp: tempfile::TempDir,
+    vars: Vec<(String, String)>,
+    config: PathBuf,
+    scripts: AtomicU64,
+}
+
+pub struct JobBuilder {
+    image: Option<String>,
+    payload_image: Option<serde_json::Value>,
+    vars: Vec<(String, String)>,
+    config: String,
+}
+
+impl JobBuilder {
+    /// Sets a job variable (`CUSTOM_ENV_<name>` and an export in every stage script).
+    pub fn var(mut self, name: &str, value: &str) -> Self {
+        self.vars.retain(|(k, _)| k != name);
+        self.vars.push((name.to_owned(), value.to_owned()));
+        self
+    }
+
+    /// Replaces `.image` of the payload (`CI_JOB_IMAGE` keeps the builder's image).
+    pub fn payload_image(mut self, image: serde_json::Value) -> Self {
+        self.payload_image = Some(image);
+        self
+    }
+
+    /// Appends lines to the driver config.
+    pub fn config(mut self, extra: &str) -> Self {
+        self.config.push_str(extra);
+        self.config.push('\n');
+        self
+    }
+
+    /// A job with no image at all.
+    pub fn no_image(mut self) -> Self {
+        self.image = None;
+        self
+    }
+
+    pub fn build(self) -> Job {
+        require_docker();
+        let id = unique_job_id();
+        let tmp = tempfile::Builder::new()
+            .prefix("custom-executor")
+            .tempdir()
+            .unwrap();
+        let mut vars: Vec<(String, String)> = vec![
+            ("CI_JOB_ID".into(), id.to_string()),
+            ("CI_PROJECT_ID".into(), PROJECT_ID.to_string()),
+            ("CI_RUNNER_SHORT_TOKEN".into(), RUNNER_TOKEN.into()),
+            ("CI_CONCURRENT_ID".into(), "0".into()),
+            ("CI_CONCURRENT_PROJECT_ID".into(), "0".into()),
+            ("CI_BUILDS_DIR".into(), "/builds".into()),
+            ("CI_PROJECT_DIR".into(), "/builds/group/project".into()),
+            ("CI_SERVER".into(), "yes".into()),
+            ("CI_JOB_STATUS".into(), "running".into()),
+            ("CI_JOB_TIMEOUT".into(), "3600".into()),
+            ("CI_JOB_SERVICES".into(), String::new()),
+            ("CI_RUNNER_VERSION".into(), "17.11.4".into()),
+            ("CI_RUNNER_EXECUTABLE_ARCH".into(), "linux/amd64".into()),
+            ("FF_NETWORK_PER_BUILD".into(), "false".into()),
+        ];
+        if let Some(image) = &self.image {
+            vars.push(("CI_JOB_IMAGE".into(), image.clone()));
+        }
+        for (k, v) in self.vars {
+            vars.retain(|(key, _)| *key != k);
+            vars.push((k, v));
+        }
+        let image = self
+            .payload_image
+            .or_else(|| self.image.map(|name| serde_json::json!({ "name": name })));
+        let mut payload = serde_json::json!({
+            "id": id,
+            "token": "glcbt-payload-token-not-for-output",
+            "variables": vars.iter().map(|(k, v)| serde_json::json!({"key": k, "value": v})).collect::<Vec<_>>(),
+        });
+        if let Some(image) = image {
+            payload["image"] = image;
+        }
+        let response = tmp.path().join("response.json");
+        fs::write(&response, payload.to_string()).unwrap();
+        fs::set_permissions(&response, fs::Permissions::from_mode(0o600)).unwrap();
+        let config = tmp.path().join("driver.toml");
+        fs::write(&config, self.config).unwrap();
+        Job {
+            id,
+            tmp,
+            vars,
+            config,
+            scripts: AtomicU64::new(0),
+        }
+    }
+}
+
+impl Job {
+    pub fn builder(image: &str) -> JobBuilder {
+        JobBuilder {
+            image: Some(image.to_owned()),
+            payload_image: None,
+            vars: Vec::new(),
+            config: BASE_CONFIG.to_owned(),
+        }
+    }
+
+    pub fn new(image: &str) -> Job {
+        Job::builder(image).build()
+    }
+
+    /// The value of the `ecr-executor.job` label (and the prefix of every name) of this job.
+    pub fn key(&self) -> String {
+        format!("ecr-executor-{RUNNER_TOKEN}-p{PROJECT_ID}-c0-j{}", self.id)
+    }
+
+    pub fn build_container(&self) -> String {
+        format!("{}-build", self.key())
+    }
+
+    pub fn exit_code_file(&self) -> PathBuf {
+        self.tmp.path().join("build_exit_code")
+    }
+
+    pub fn set_var(&mut self, name: &str, value: &str) {
+        self.vars.retain(|(k, _)| k != name);
+        self.vars.push((name.to_owned(), value.to_owned()));
+    }
+
+    fn command(&self, args: &[&str], tag: &str) -> (Command, PathBuf, PathBuf) {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_ecr-executor"));
+        cmd.args(args)
+            .env_clear()
+            .current_dir(self.tmp.path())
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .env("TMPDIR", self.tmp.path())
+            .env("BUILD_FAILURE_EXIT_CODE", BUILD_FAILURE.to_string())
+            .env("SYSTEM_FAILURE_EXIT_CODE", SYSTEM_FAILURE.to_string())
+            .env("JOB_RESPONSE_FILE", self.tmp.path().join("response.json"))
+            .env("BUILD_EXIT_CODE_FILE", self.exit_code_file())
+            .env("ECR_EXECUTOR_CONFIG", &self.config)
+            .stdin(Stdio::null())
+            .process_group(0);
+        if let Some(host) = std::env::var_os("DOCKER_HOST") {
+            cmd.env("DOCKER_HOST", host);
+        }
+        for (k, v) in &self.vars {
+            cmd.env(format!("CUSTOM_ENV_{k}"), v);
+        }
+        let n = self.scripts.fetch_add(1, Ordering::Relaxed);
+        let stdout = self.tmp.path().join(format!("{tag}-{n}.stdout"));
+        let stderr = self.tmp.path().join(format!("{tag}-{n}.stderr"));
+        cmd.stdout(fs::File::create(&stdout).unwrap())
+            .stderr(fs::File::create(&stderr).unwrap());
+        (cmd, stdout, stderr)
+    }
+
+    fn execute(&self, args: &[&str], tag: &str) -> Output {
+        let (mut cmd, stdout, stderr) = self.command(args, tag);
+        let child = cmd.spawn().expect("start ecr-executor");
+        wait(child, stdout, stderr, Duration::from_secs(300))
+    }
+
+    pub fn config_stage(&self) -> Output {
+        self.execute(&["config"], "config")
+    }
+
+    pub fn prepare(&self) -> Output {
+        self.execute(&["prepare"], "prepare")
+    }
+
+    pub fn cleanup(&self) -> Output {
+        self.execute(&["cleanup"], "cleanup")
+    }
+
+    /// Writes `body` as the runner would for `stage` and runs it.
+    pub fn run(&self, stage: &str, body: &str) -> Output {
+        let script = self.write_script(body);
+        self.execute(&["run", script.to_str().unwrap(), stage], stage)
+    }
+
+    /// Starts a stage without waiting for it.
+    pub fn spawn_run(&self, stage: &str, body: &str) -> Running {
+        let script = self.write_script(body);
+        let (mut cmd, stdout, stderr) =
+            self.command(&["run", script.to_str().unwrap(), stage], stage);
+        Running {
+            child: cmd.spawn().expect("start ecr-executor"),
+            stdout,
+            stderr,
+        }
+    }
+
+    /// A fresh `<tmp>/script<N>/script` (mode 0700) in the shape of the runner's bash
+    /// scripts: strict mode, then an `eval` of the exports and the stage body, stdin empty.
+    fn write_script(&self, body: &str) -> PathBuf {
+        let n = self.scripts.fetch_add(1, Ordering::Relaxed);
+        let dir = self.tmp.path().join(format!("script{n}"));
+        fs::create_dir(&dir).unwrap();
+        let mut inner = String::new();
+        for (k, v) in &self.vars {
+            inner.push_str(&format!("export {k}={}\n", shell_quote(v)));
+        }
+        inner.push_str(body);
+        inner.push('\n');
+        let script = format!(
+            "#!/usr/bin/env bash\n\nset -eo pipefail\nset +o noclobber\n: | eval {}\nexit 0\n",
+            ansi_c_quote(&inner)
+        );
+        let path = dir.join("script");
+        fs::write(&path, script).unwrap();
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o700)).unwrap();
+        path
+    }
+
+    /// Runs the usual helper and build stages and expects each to pass.
+    pub fn prepare_ok(&self) -> &Self {
+        self.prepare().assert_ok();
+        self
+    }
+}
+
+impl Drop for Job {
+    fn drop(&mut self) {
+        // The runner always calls cleanup; so do the tests, whatever happened.
+        let _ = self.cleanup();
+    }
+}
+
+/// A driver process that has not been waited for yet.
+pub struct Running {
+    pub child: Child,
+    stdout: PathBuf,
+    stderr: PathBuf,
+}
+
+impl Running {
+    pub fn stdout_so_far(&self) -> String {
+        fs::read_to_string(&self.stdout).unwrap_or_default()
+    }
+
+    /// Sends `signal` to the process group, as the runner does.
+    pub fn signal_group(&self, signal: i32) {
+        let pid = self.child.id() as i32;
+        // SAFETY: plain syscall on a process group we created.
+        assert_eq!(
+            unsafe { libc::kill(-pid, signal) },
+            0,
+            "kill -{signal} -{pid}"
+        );
+    }
+
+    pub fn wait(self, limit: Duration) -> Output {
+        wait(self.child, self.stdout, self.stderr, limit)
+    }
+}
+
+/// Waits for the process (killing its group past `limit`) and collects its rusage.
+fn wait(child: Child, stdout: PathBuf, stderr: PathBuf, limit: Duration) -> Output {
+    let pid = child.id() as i32;
+    let start = Instant::now();
+    let mut status = 0;
+    // SAFETY: zeroed rusage is a valid out-parameter for wait4.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    loop {
+        // SAFETY: waiting on our own child with valid out-pointers.
+        let r = unsafe { libc::wait4(pid, &mut status, libc::WNOHANG, &mut usage) };
+        if r == pid {
+            break;
+        }
+        assert!(r == 0, "wait4 failed: {}", std::io::Error::last_os_error());
+        if start.elapsed() > limit {
+            // SAFETY: killing the group we created.
+            unsafe { libc::kill(-pid, libc::SIGKILL) };
+            panic!("ecr-executor did not finish within {limit:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::mem::forget(child); // already reaped
+    let code = libc::WIFEXITED(status).then(|| libc::WEXITSTATUS(status));
+    Output {
+        code,
+        stdout_path: stdout,
+        stderr: fs::read_to_string(&stderr).unwrap_or_default(),
+        max_rss_kib: usage.ru_maxrss,
+    }
+}
+
+fn shell_quote(s: &str) -> String {
+    format!("'{}'", s.replace('\'', r"'\''"))
+}
+
+/// Bash's `$'...'` quoting, as the runner uses for the eval'd stage body.
+fn ansi_c_quote(s: &str) -> String {
+    let mut out = String::from("$'");
+    for c in s.chars() {
+        match c {
+            '\\' => out.push_str(r"\\"),
+            '\'' => out.push_str(r"\'"),
+            '\n' => out.push_str(r"\n"),
+            '\t' => out.push_str(r"\t"),
+            c => out.push(c),
+        }
+    }
+    out.push('\'');
+    out
+}
+
+/// Lines of `docker <args>` output; panics when the CLI fails.
+pub fn docker(args: &[&str]) -> Vec<String> {
+    let out = Command::new("docker").args(args).output().unwrap();
+    assert!(
+        out.status.success(),
+        "docker {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
+/// Containers, volumes and networks still carrying the job's label.
+pub fn leftovers(job_key: &str) -> Vec<String> {
+    let filter = format!("label=ecr-executor.job={job_key}");
+    let mut found = Vec::new();
+    for (kind, args) in [
+        (
+            "container",
+            vec!["ps", "-a", "-q", "--filter", filter.as_str()],
+        ),
+        (
+            "volume",
+            vec!["volume", "ls", "-q", "--filter", filter.as_str()],
+        ),
+        (
+            "network",
+            vec!["network", "ls", "-q", "--filter", filter.as_str()],
+        ),
+    ] {
+        found.extend(docker(&args).into_iter().map(|id| format!("{kind} {id}")));
+    }
+    found
+}
+
+#[track_caller]
+pub fn assert_no_leftovers(job: &Job) {
+    let left = leftovers(&job.key());
+    assert!(left.is_empty(), "job {} left {left:?}", job.key());
+}

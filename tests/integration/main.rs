@@ -1,0 +1,10 @@
+//! The one integration test binary. It plays GitLab Runner against the real Docker engine
+//! with images built by `scripts/build-test-images.sh`; run it through `scripts/test.sh`.
+
+mod harness;
+
+mod cancel;
+mod cleanup;
+mod jobs;
+mod output;
+mod policy;
