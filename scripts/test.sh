@@ -9,7 +9,7 @@ cd "$(dirname "$0")/.."
 log() { printf '==> %s\n' "$*" >&2; }
 
 need_packages=()
-for pkg in busybox-static; do
+for pkg in busybox-static docker-registry apache2-utils curl python3-venv; do
   dpkg -s "$pkg" >/dev/null 2>&1 || need_packages+=("$pkg")
 done
 command -v docker >/dev/null 2>&1 || need_packages+=(docker.io)
@@ -23,5 +23,13 @@ fi
 scripts/ensure-docker.sh
 scripts/build-test-images.sh
 
+eval "$(scripts/start-test-world.sh)"
+stop_world() {
+  # moto_server may run under a wrapper: stop children too.
+  for pid in $ECR_EXECUTOR_TEST_PIDS; do pkill -P "$pid" 2>/dev/null || true; kill "$pid" 2>/dev/null || true; done
+  rm -rf "$ECR_EXECUTOR_TEST_RUN"
+}
+trap stop_world EXIT
+
 log "cargo test"
-exec cargo test --locked "$@"
+cargo test --locked "$@"

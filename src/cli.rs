@@ -40,6 +40,11 @@ pub enum Command {
     },
     /// cleanup_exec: remove the job's containers, network and volumes.
     Cleanup,
+    /// ECR authentication tools.
+    Auth {
+        #[command(subcommand)]
+        command: AuthCommand,
+    },
     /// Run a job locally through all stages, to try an image and a driver config.
     Exec {
         /// The job image.
@@ -51,6 +56,15 @@ pub enum Command {
         /// The build_script commands, one per argument.
         #[arg(last = true, required = true, value_name = "SCRIPT")]
         script: Vec<String>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AuthCommand {
+    /// Fetch (or read from the cache) a token for a registry and report how, never the token.
+    Check {
+        /// An image reference or a registry host (default: the job's image).
+        target: Option<String>,
     },
 }
 
@@ -100,6 +114,9 @@ fn dispatch(cli: Cli, env: Env) -> Result<()> {
                 stages::run::run(&Context { env, config }, &script, &stage, &cancel).await
             }
             Command::Cleanup => stages::cleanup::run(&Context { env, config }).await,
+            Command::Auth {
+                command: AuthCommand::Check { target },
+            } => crate::auth::check::run(&Context { env, config }, target.as_deref()).await,
             Command::Exec {
                 image,
                 after_script,

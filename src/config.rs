@@ -32,6 +32,11 @@ pub struct Config {
     /// Give every job its own Docker network, as `FF_NETWORK_PER_BUILD` does.
     pub network_per_job: bool,
     pub docker: DockerConfig,
+    /// `[ecr]`: how the driver authenticates to ECR registries by default.
+    pub ecr: EcrConfig,
+    /// `[[registry]]`: per-registry settings, and hosts to treat as ECR (aliases, caches).
+    #[serde(rename = "registry")]
+    pub registries: Vec<RegistryConfig>,
 }
 
 impl Default for Config {
@@ -45,6 +50,8 @@ impl Default for Config {
             cache_dir: "/cache".into(),
             network_per_job: false,
             docker: DockerConfig::default(),
+            ecr: EcrConfig::default(),
+            registries: Vec::new(),
         }
     }
 }
@@ -55,6 +62,75 @@ impl Default for Config {
 pub struct DockerConfig {
     /// `unix:///path` or `tcp://host:port`. Default: `DOCKER_HOST`, then the local socket.
     pub host: Option<String>,
+}
+
+/// Whose AWS identity fetches an ECR token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum IdentityMode {
+    /// The job's identity when it carries the id_token variable, else the runner's.
+    #[default]
+    Auto,
+    /// The runner host's AWS identity (SDK default chain), optionally assuming `role_arn`.
+    Runner,
+    /// The job's OIDC id_token exchanged through sts:AssumeRoleWithWebIdentity.
+    Job,
+}
+
+/// `[ecr]`: defaults for every ECR registry.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EcrConfig {
+    pub identity: IdentityMode,
+    /// Runner identity: role assumed with sts:AssumeRole first. Job identity: the role the
+    /// id_token is exchanged for.
+    pub role_arn: Option<String>,
+    /// Runner identity: AWS profile of the runner host.
+    pub profile: Option<String>,
+    /// Job variable that holds the job's OIDC token (`id_tokens:` key in .gitlab-ci.yml).
+    pub id_token_variable: String,
+    /// Patterns (`*` wildcard) of role ARNs a job may choose with its `ECR_ROLE_ARN` variable.
+    pub allowed_job_roles: Vec<String>,
+    /// Runner-identity token cache. Default: `$XDG_CACHE_HOME/ecr-executor` or
+    /// `~/.cache/ecr-executor`.
+    pub cache_dir: Option<PathBuf>,
+    /// Set to false to never write tokens to disk.
+    pub cache: bool,
+    /// Seconds each AWS API attempt may take (connect included).
+    pub timeout_seconds: u64,
+    /// Attempts per AWS call; throttling, 5xx and connection errors are retried with backoff.
+    pub max_attempts: u32,
+}
+
+impl Default for EcrConfig {
+    fn default() -> Self {
+        EcrConfig {
+            identity: IdentityMode::Auto,
+            role_arn: None,
+            profile: None,
+            id_token_variable: "ECR_ID_TOKEN".into(),
+            allowed_job_roles: Vec::new(),
+            cache_dir: None,
+            cache: true,
+            timeout_seconds: 10,
+            max_attempts: 3,
+        }
+    }
+}
+
+/// `[[registry]]`: settings for one registry host. Every key but `host` is optional; for a
+/// host that is not an ECR hostname, `registry_id` and `region` are required and make it ECR.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RegistryConfig {
+    pub host: String,
+    pub registry_id: Option<String>,
+    pub region: Option<String>,
+    pub identity: Option<IdentityMode>,
+    pub role_arn: Option<String>,
+    pub profile: Option<String>,
+    pub id_token_variable: Option<String>,
+    pub allowed_job_roles: Option<Vec<String>>,
 }
 
 /// One policy or a list of them, as in the Docker executor's `pull_policy`.
@@ -117,6 +193,26 @@ impl Config {
                 ));
             }
         }
+        for (i, r) in config.registries.iter().enumerate() {
+            let at = format!("[[registry]] #{} ({:?})", i + 1, r.host);
+            if r.host.trim().is_empty() {
+                return Err(format!("{at}: `host` is required"));
+            }
+            let is_ecr = crate::auth::registry::parse_ecr_host(&r.host).is_some();
+            if !is_ecr && (r.registry_id.is_none() || r.region.is_none()) {
+                return Err(format!(
+                    "{at}: not an ECR hostname, so `registry_id` and `region` are required"
+                ));
+            }
+            if let Some(id) = &r.registry_id
+                && (id.len() != 12 || !id.bytes().all(|b| b.is_ascii_digit()))
+            {
+                return Err(format!("{at}: `registry_id` must be a 12-digit account id"));
+            }
+        }
+        if config.ecr.max_attempts == 0 || config.ecr.timeout_seconds == 0 {
+            return Err("`[ecr] max_attempts` and `timeout_seconds` must be at least 1".into());
+        }
         Ok(config)
     }
 
@@ -166,6 +262,44 @@ mod tests {
         assert_eq!(c.allowed_pull_policies().len(), 3);
         assert_eq!(c.docker.host.as_deref(), Some("unix:///run/docker.sock"));
         assert!(Config::parse(r#"pull_policy = "never""#).is_ok());
+    }
+
+    #[test]
+    fn ecr_settings_and_registries() {
+        let c = Config::parse(
+            r#"
+            [ecr]
+            identity = "job"
+            role_arn = "arn:aws:iam::123456789012:role/ci"
+            allowed_job_roles = ["arn:aws:iam::123456789012:role/ci-*"]
+            [[registry]]
+            host = "ecr.example.com:5000"
+            registry_id = "123456789012"
+            region = "eu-west-1"
+            identity = "runner"
+            [[registry]]
+            host = "210987654321.dkr.ecr.us-east-1.amazonaws.com"
+            role_arn = "arn:aws:iam::210987654321:role/pull"
+            "#,
+        )
+        .unwrap();
+        assert_eq!(c.ecr.identity, IdentityMode::Job);
+        assert_eq!(c.ecr.id_token_variable, "ECR_ID_TOKEN");
+        assert_eq!(c.registries.len(), 2);
+        assert_eq!(c.registries[0].identity, Some(IdentityMode::Runner));
+        let err = Config::parse("[[registry]]\nhost = \"alias.example.com\"").unwrap_err();
+        assert!(err.contains("registry_id"), "{err}");
+        let err = Config::parse(
+            "[[registry]]\nhost = \"a.example\"\nregistry_id = \"12\"\nregion = \"x\"",
+        )
+        .unwrap_err();
+        assert!(err.contains("12-digit"), "{err}");
+        assert!(Config::parse("[ecr]\nidentity = \"someone\"").is_err());
+        assert!(
+            Config::parse("[ecr]\nrole = \"x\"")
+                .unwrap_err()
+                .contains("role")
+        );
     }
 
     #[test]

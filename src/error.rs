@@ -118,6 +118,59 @@ pub enum Error {
     #[error("{what} was cancelled (SIGTERM/SIGINT)")]
     Cancelled { what: String },
 
+    #[error(
+        "ECR registry {registry} needs the job's OIDC token in the variable {variable}, \
+         and the job has none. Add to the job in .gitlab-ci.yml:\n  id_tokens:\n    \
+         {variable}:\n      aud: <audience of your IAM OIDC provider, e.g. https://gitlab.example.com>"
+    )]
+    NoIdToken { registry: String, variable: String },
+
+    #[error(
+        "no IAM role to assume with the job's token for ECR registry {registry}: set `role_arn` \
+         in the driver config (`[ecr]` or the registry's `[[registry]]`), or set ECR_ROLE_ARN in \
+         the job to a role matching `allowed_job_roles`"
+    )]
+    NoJobRole { registry: String },
+
+    #[error(
+        "the job asked for role {role_arn} (ECR_ROLE_ARN), which `allowed_job_roles` in the driver \
+         config does not allow; use an allowed role or ask the runner's operator to add it"
+    )]
+    JobRoleNotAllowed { role_arn: String },
+
+    #[error("AWS STS refused the job's token for role {role_arn} ({code}): {hint}")]
+    StsRejected {
+        role_arn: String,
+        code: String,
+        hint: &'static str,
+    },
+
+    #[error("AWS denied {action} for ECR registry {registry}: {message}")]
+    AwsDenied {
+        action: &'static str,
+        registry: String,
+        message: String,
+        /// Whether the job's own identity was used (its role is the job's to fix).
+        job_identity: bool,
+    },
+
+    #[error(
+        "AWS did not answer {action} for ECR registry {registry} after retries: {message}; \
+         check the runner's network and AWS endpoint settings (AWS_ENDPOINT_URL, region)"
+    )]
+    AwsUnavailable {
+        action: &'static str,
+        registry: String,
+        message: String,
+    },
+
+    #[error("invalid DOCKER_AUTH_CONFIG {origin}: {message}")]
+    DockerAuthConfig {
+        origin: &'static str,
+        message: String,
+        from_job: bool,
+    },
+
     #[error("{what}: {source}")]
     Io {
         what: String,
@@ -134,7 +187,26 @@ impl Error {
             | Error::NoImage
             | Error::InvalidImage { .. }
             | Error::PullPolicyNotAllowed { .. }
-            | Error::EntrypointExited { .. } => Failure::Build,
+            | Error::EntrypointExited { .. }
+            | Error::NoIdToken { .. }
+            | Error::NoJobRole { .. }
+            | Error::JobRoleNotAllowed { .. }
+            | Error::StsRejected { .. } => Failure::Build,
+            Error::AwsDenied { job_identity, .. } => {
+                if *job_identity {
+                    Failure::Build
+                } else {
+                    Failure::System
+                }
+            }
+            Error::DockerAuthConfig { from_job, .. } => {
+                if *from_job {
+                    Failure::Build
+                } else {
+                    Failure::System
+                }
+            }
+            Error::AwsUnavailable { .. } => Failure::System,
             Error::ConfigRead { .. }
             | Error::ConfigInvalid { .. }
             | Error::MissingVariable { .. }

@@ -10,6 +10,7 @@
 //! - [`stages`]: one file per custom-executor stage, plus the local `exec` sequence;
 //! - [`error`]: the typed error and the build-versus-system decision.
 
+pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod docker;

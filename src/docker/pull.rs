@@ -4,7 +4,8 @@
 use std::collections::HashMap;
 
 use bollard::Docker;
-use bollard::auth::DockerCredentials;
+
+use crate::auth::{Resolver, TokenFetcher};
 use bollard::query_parameters::CreateImageOptions;
 use futures_util::StreamExt;
 
@@ -15,12 +16,13 @@ use crate::job::PullPolicy;
 use crate::output;
 
 /// Makes `image` available, trying `policies` in order (a later one is a fallback for an
-/// earlier failure, as in the Docker executor). Returns the local image ID.
-pub async fn ensure_image(
+/// earlier failure, as in the Docker executor). Registry credentials are resolved only when
+/// a pull really happens. Returns the local image ID.
+pub async fn ensure_image<F: TokenFetcher>(
     docker: &Docker,
     image: &ImageRef,
     policies: &[PullPolicy],
-    credentials: Option<&DockerCredentials>,
+    auth: &Resolver<'_, F>,
 ) -> Result<String> {
     let reference = image.pull_reference();
     let mut last = None;
@@ -32,10 +34,10 @@ pub async fn ensure_image(
                     None if *policy == PullPolicy::Never => Err(Error::ImageNotPresent {
                         image: reference.clone(),
                     }),
-                    None => pull(docker, &reference, credentials).await,
+                    None => pull(docker, image, auth).await,
                 }
             }
-            PullPolicy::Always => pull(docker, &reference, credentials).await,
+            PullPolicy::Always => pull(docker, image, auth).await,
         };
         match attempt {
             Ok(()) => {
@@ -69,22 +71,32 @@ async fn local_id(docker: &Docker, reference: &str) -> Result<Option<String>> {
     }
 }
 
-async fn pull(
+async fn pull<F: TokenFetcher>(
     docker: &Docker,
-    reference: &str,
-    credentials: Option<&DockerCredentials>,
+    image: &ImageRef,
+    auth: &Resolver<'_, F>,
 ) -> Result<()> {
-    output::info(format!("Pulling image {reference} ..."));
+    let credentials = auth.credentials_for(image).await?;
+    let reference = image.pull_reference();
+    match &credentials {
+        Some(c) => output::info(format!(
+            "Pulling image {reference} as {} ...",
+            c.username.as_deref().unwrap_or("?")
+        )),
+        None => output::info(format!("Pulling image {reference} ...")),
+    }
+    let reference = reference.as_str();
     let options = CreateImageOptions {
         from_image: Some(reference.to_owned()),
         ..Default::default()
     };
-    let mut stream = docker.create_image(Some(options), None, credentials.cloned());
+    let anonymous = credentials.is_none();
+    let mut stream = docker.create_image(Some(options), None, credentials);
     let mut progress = Progress::default();
     while let Some(item) = stream.next().await {
         let info = item.map_err(|e| Error::Pull {
             image: reference.to_owned(),
-            message: pull_error_message(e),
+            message: with_auth_hint(pull_error_message(e), anonymous),
         })?;
         if let Some(detail) = info.error_detail.and_then(|d| d.message) {
             return Err(Error::Pull {
@@ -97,6 +109,20 @@ async fn pull(
         }
     }
     Ok(())
+}
+
+/// Points at the fix when a registry wanted credentials the driver did not have.
+fn with_auth_hint(message: String, anonymous: bool) -> String {
+    if anonymous
+        && (message.contains("no basic auth credentials") || message.contains("unauthorized"))
+    {
+        format!(
+            "{message} (the driver has no credentials for this registry: declare it as ECR with \
+             a `[[registry]]` entry in the driver config, or provide DOCKER_AUTH_CONFIG)"
+        )
+    } else {
+        message
+    }
 }
 
 fn pull_error_message(e: bollard::errors::Error) -> String {

@@ -41,7 +41,7 @@ impl ExitCodes {
 }
 
 /// The whole environment of one driver invocation.
-#[derive(Debug, Clone, Default)]
+#[derive(Clone, Default)]
 pub struct Env {
     /// `BUILD_FAILURE_EXIT_CODE` / `SYSTEM_FAILURE_EXIT_CODE`, when set and valid.
     pub exit_codes: Option<ExitCodes>,
@@ -56,6 +56,27 @@ pub struct Env {
     pub log_filter: Option<String>,
     /// Job variables with the `CUSTOM_ENV_` prefix removed.
     pub vars: JobVars,
+    /// `DOCKER_AUTH_CONFIG` of the runner process (the job's variable wins over it).
+    pub docker_auth_config: Option<String>,
+    /// Where the runner user's files live, for the default credential cache.
+    pub home: Option<PathBuf>,
+    pub xdg_cache_home: Option<PathBuf>,
+    /// What selects the runner's AWS identity, for the cache key's fingerprint (the values
+    /// are hashed, never stored or printed).
+    pub aws_identity_hints: Vec<(String, String)>,
+}
+
+impl fmt::Debug for Env {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Env")
+            .field("exit_codes", &self.exit_codes)
+            .field("tmpdir", &self.tmpdir)
+            .field("job_response_file", &self.job_response_file)
+            .field("build_exit_code_file", &self.build_exit_code_file)
+            .field("docker_host", &self.docker_host)
+            .field("vars", &self.vars)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Env {
@@ -86,6 +107,18 @@ impl Env {
                 }
                 "DOCKER_HOST" => env.docker_host = non_empty(value),
                 "ECR_EXECUTOR_LOG" => env.log_filter = non_empty(value),
+                "DOCKER_AUTH_CONFIG" => env.docker_auth_config = non_empty(value),
+                "HOME" => env.home = non_empty(value).map(PathBuf::from),
+                "XDG_CACHE_HOME" => env.xdg_cache_home = non_empty(value).map(PathBuf::from),
+                "AWS_ACCESS_KEY_ID"
+                | "AWS_PROFILE"
+                | "AWS_DEFAULT_PROFILE"
+                | "AWS_ROLE_ARN"
+                | "AWS_WEB_IDENTITY_TOKEN_FILE"
+                | "AWS_CONTAINER_CREDENTIALS_FULL_URI"
+                | "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI" => {
+                    env.aws_identity_hints.push((key.to_owned(), value))
+                }
                 _ => {}
             }
         }

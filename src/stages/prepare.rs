@@ -19,6 +19,7 @@ use futures_util::StreamExt;
 use tokio_util::sync::CancellationToken;
 
 use super::Context;
+use crate::auth::Resolver;
 use crate::docker::{self, pull::ensure_image, resources::remove_job};
 use crate::error::{Error, Result};
 use crate::image_ref::ImageRef;
@@ -148,14 +149,15 @@ async fn prepare(ctx: &Context, docker: &Docker, id: &JobIdentity, plan: &Plan) 
     let names = Names::new(id);
     let lifetime = Lifetime::starting_now(ctx.env.vars.job_timeout_secs().map(Duration::from_secs));
 
+    let auth = Resolver::new(&ctx.config, &ctx.env);
     let (leftovers, image_id, helper_id) = tokio::join!(
         remove_job(docker, &names),
-        ensure_image(docker, &plan.image, &plan.pull_policies, None),
+        ensure_image(docker, &plan.image, &plan.pull_policies, &auth),
         ensure_image(
             docker,
             &plan.helper_image,
             &[PullPolicy::IfNotPresent],
-            None
+            &auth
         ),
     );
     for failure in leftovers {

@@ -24,11 +24,12 @@ pub const BAD_ENTRYPOINT: &str = "ecr-executor-test/bad-entrypoint:latest";
 pub const RUNNER_TOKEN: &str = "itest";
 pub const PROJECT_ID: u64 = 4242;
 
-/// Driver config every test starts from: local images only, never a pull from the internet.
+/// Driver config every test starts from: local images only, never a pull from the internet
+/// (`always` is allowed only for tests that ask for it on their loopback registries).
 pub const BASE_CONFIG: &str = r#"
 helper_image = "ecr-executor-test/helper:latest"
 pull_policy = ["if-not-present"]
-allowed_pull_policies = ["if-not-present", "never"]
+allowed_pull_policies = ["if-not-present", "never", "always"]
 "#;
 
 /// Fails loudly (never skips) when Docker or the test images are missing.
@@ -101,6 +102,7 @@ pub struct Job {
     pub id: u64,
     pub tmp: tempfile::TempDir,
     vars: Vec<(String, String)>,
+    runner_env: Vec<(String, String)>,
     config: PathBuf,
     scripts: AtomicU64,
 }
@@ -109,6 +111,7 @@ pub struct JobBuilder {
     image: Option<String>,
     payload_image: Option<serde_json::Value>,
     vars: Vec<(String, String)>,
+    runner_env: Vec<(String, String)>,
     config: String,
 }
 
@@ -126,7 +129,21 @@ impl JobBuilder {
         self
     }
 
-    /// Appends lines to the driver config.
+    /// Sets a variable in the runner process's environment (not a job variable).
+    pub fn runner_env(mut self, name: &str, value: &str) -> Self {
+        self.runner_env.push((name.to_owned(), value.to_owned()));
+        self
+    }
+
+    /// Points the AWS SDK at `endpoint` with static test keys, and never at IMDS.
+    pub fn aws(self, endpoint: &str) -> Self {
+        self.runner_env("AWS_ENDPOINT_URL", endpoint)
+            .runner_env("AWS_ACCESS_KEY_ID", "testing")
+            .runner_env("AWS_SECRET_ACCESS_KEY", "testing")
+            .runner_env("AWS_EC2_METADATA_DISABLED", "true")
+    }
+
+    /// Appends lines to the driver config; `@TMP@` stands for the job's temp dir.
     pub fn config(mut self, extra: &str) -> Self {
         self.config.push_str(extra);
         self.config.push('\n');
@@ -184,11 +201,16 @@ impl JobBuilder {
         fs::write(&response, payload.to_string()).unwrap();
         fs::set_permissions(&response, fs::Permissions::from_mode(0o600)).unwrap();
         let config = tmp.path().join("driver.toml");
-        fs::write(&config, self.config).unwrap();
+        fs::write(
+            &config,
+            self.config.replace("@TMP@", tmp.path().to_str().unwrap()),
+        )
+        .unwrap();
         Job {
             id,
             tmp,
             vars,
+            runner_env: self.runner_env,
             config,
             scripts: AtomicU64::new(0),
         }
@@ -201,6 +223,7 @@ impl Job {
             image: Some(image.to_owned()),
             payload_image: None,
             vars: Vec::new(),
+            runner_env: Vec::new(),
             config: BASE_CONFIG.to_owned(),
         }
     }
@@ -247,6 +270,7 @@ impl Job {
         for (k, v) in &self.vars {
             cmd.env(format!("CUSTOM_ENV_{k}"), v);
         }
+        cmd.envs(self.runner_env.iter().map(|(k, v)| (k, v)));
         let n = self.scripts.fetch_add(1, Ordering::Relaxed);
         let stdout = self.tmp.path().join(format!("{tag}-{n}.stdout"));
         let stderr = self.tmp.path().join(format!("{tag}-{n}.stderr"));
@@ -277,6 +301,21 @@ impl Job {
     pub fn run(&self, stage: &str, body: &str) -> Output {
         let script = self.write_script(body);
         self.execute(&["run", script.to_str().unwrap(), stage], stage)
+    }
+
+    /// Starts `prepare` without waiting for it.
+    pub fn spawn_prepare(&self) -> Running {
+        let (mut cmd, stdout, stderr) = self.command(&["prepare"], "prepare");
+        Running {
+            child: cmd.spawn().expect("start ecr-executor"),
+            stdout,
+            stderr,
+        }
+    }
+
+    /// Runs `ecr-executor <args>` in the job's environment.
+    pub fn driver(&self, args: &[&str]) -> Output {
+        self.execute(args, "driver")
     }
 
     /// Starts a stage without waiting for it.
@@ -313,7 +352,19 @@ impl Job {
         path
     }
 
-    /// Runs the usual helper and build stages and expects each to pass.
+    /// Every byte any driver invocation of this job printed so far.
+    pub fn everything_printed(&self) -> Vec<u8> {
+        let mut all = Vec::new();
+        for entry in fs::read_dir(self.tmp.path()).unwrap().flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if name.ends_with(".stdout") || name.ends_with(".stderr") {
+                all.extend(fs::read(entry.path()).unwrap());
+            }
+        }
+        all
+    }
+
+    /// Runs prepare and expects it to pass.
     pub fn prepare_ok(&self) -> &Self {
         self.prepare().assert_ok();
         self
@@ -419,6 +470,54 @@ pub fn docker(args: &[&str]) -> Vec<String> {
         .filter(|l| !l.trim().is_empty())
         .map(str::to_owned)
         .collect()
+}
+
+pub const RUNNER_ACCOUNT: &str = "123456789012";
+pub const JOB_ACCOUNT: &str = "210987654321";
+pub const REGION: &str = "eu-west-1";
+
+/// The services `scripts/start-test-world.sh` started: moto and two authenticated registries
+/// (one per account) holding `ecr-executor-test/busybox:latest`.
+pub struct World {
+    pub moto: String,
+    pub runner_port: u16,
+    pub job_port: u16,
+}
+
+/// The test world; fails loudly when the test command did not start it.
+pub fn world() -> &'static World {
+    static WORLD: OnceLock<World> = OnceLock::new();
+    WORLD.get_or_init(|| {
+        let var = |name: &str| {
+            std::env::var(name).unwrap_or_else(|_| {
+                panic!("{name} is not set: run the tests with scripts/test.sh, which starts moto and the registries")
+            })
+        };
+        World {
+            moto: var("ECR_EXECUTOR_TEST_AWS"),
+            runner_port: var("ECR_EXECUTOR_TEST_REGISTRY_RUNNER").parse().unwrap(),
+            job_port: var("ECR_EXECUTOR_TEST_REGISTRY_JOB").parse().unwrap(),
+        }
+    })
+}
+
+impl World {
+    /// The ECR hostname of `account`, with the port of its test registry.
+    pub fn ecr_host(&self, account: &str) -> String {
+        let port = if account == RUNNER_ACCOUNT {
+            self.runner_port
+        } else {
+            self.job_port
+        };
+        format!("{account}.dkr.ecr.{REGION}.amazonaws.com:{port}")
+    }
+
+    pub fn ecr_image(&self, account: &str) -> String {
+        format!(
+            "{}/ecr-executor-test/busybox:latest",
+            self.ecr_host(account)
+        )
+    }
 }
 
 /// Containers, volumes and networks still carrying the job's label.

@@ -5,6 +5,8 @@ mod harness;
 
 mod cancel;
 mod cleanup;
+mod ecr;
+mod fake_aws;
 mod jobs;
 mod output;
 mod policy;

@@ -1,0 +1,91 @@
+#!/usr/bin/env bash
+# Starts the services the ECR tests talk to, all on loopback, and prints `export` lines
+# for them (the caller evals them). Stop them with: kill $ECR_EXECUTOR_TEST_PIDS
+#   - moto (AWS emulator: STS, ECR) from PyPI, in a cached virtualenv;
+#   - two Debian `docker-registry` instances with htpasswd auth (user AWS), one per test
+#     account, holding the busybox test image; their passwords are what moto hands out
+#     (`<account>-auth-token`);
+#   - /etc/hosts names so that real ECR hostnames of those accounts reach them.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+RUNNER_ACCOUNT=123456789012   # moto's default account: runner identity
+JOB_ACCOUNT=210987654321      # the account of the role jobs assume
+REGION=eu-west-1
+MOTO_VERSION=5.2.5
+
+state=${ECR_EXECUTOR_TEST_STATE:-${XDG_CACHE_HOME:-$HOME/.cache}/ecr-executor-test}
+mkdir -p "$state"
+run=$(mktemp -d /tmp/ecr-executor-world.XXXXXX)
+pids=()
+
+log() { printf '==> %s\n' "$*" >&2; }
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+wait_http() { # url expected-status
+  for _ in $(seq 1 100); do
+    code=$(curl -s -o /dev/null -w '%{http_code}' "$1" || true)
+    [ "$code" = "$2" ] && return 0
+    sleep 0.1
+  done
+  echo "ERROR: $1 did not answer $2" >&2
+  return 1
+}
+
+# moto, in its own virtualenv (kept between runs on the same machine)
+venv="$state/venv-moto-$MOTO_VERSION"
+if [ ! -x "$venv/bin/moto_server" ]; then
+  log "installing moto[server]==$MOTO_VERSION"
+  python3 -m venv "$venv"
+  "$venv/bin/pip" install -q "moto[server]==$MOTO_VERSION" >&2
+fi
+moto_port=$(free_port)
+"$venv/bin/moto_server" -H 127.0.0.1 -p "$moto_port" >"$run/moto.log" 2>&1 &
+pids+=($!)
+
+# /etc/hosts: the ECR hostnames of both test accounts point at loopback.
+for account in $RUNNER_ACCOUNT $JOB_ACCOUNT; do
+  name="$account.dkr.ecr.$REGION.amazonaws.com"
+  grep -q " $name\$" /etc/hosts || echo "127.0.0.1 $name" >>/etc/hosts
+done
+
+start_registry() { # account -> sets REGISTRY_PORT (no subshell, so the pid is kept)
+  local account=$1 port dir
+  port=$(free_port)
+  dir="$run/registry-$account"
+  mkdir -p "$dir/data"
+  htpasswd -Bbn AWS "$account-auth-token" >"$dir/htpasswd"
+  cat >"$dir/config.yml" <<YML
+version: 0.1
+log: { level: warn }
+storage: { filesystem: { rootdirectory: $dir/data }, delete: { enabled: true } }
+http: { addr: 127.0.0.1:$port }
+auth: { htpasswd: { realm: ecr-executor-test, path: $dir/htpasswd } }
+YML
+  docker-registry serve "$dir/config.yml" >"$dir/log" 2>&1 &
+  pids+=($!)
+  wait_http "http://127.0.0.1:$port/v2/" 401
+  # Push the test image with a throwaway client config, then forget it locally so that
+  # pulls under test really pull.
+  local cfg="$run/docker-config-$account" ref="127.0.0.1:$port/ecr-executor-test/busybox:latest"
+  mkdir -p "$cfg"
+  echo "$account-auth-token" | DOCKER_CONFIG=$cfg docker login -u AWS --password-stdin "127.0.0.1:$port" >/dev/null 2>&1
+  docker tag ecr-executor-test/busybox:latest "$ref"
+  DOCKER_CONFIG=$cfg docker push -q "$ref" >/dev/null
+  docker rmi "$ref" >/dev/null
+  rm -rf "$cfg"
+  REGISTRY_PORT=$port
+}
+start_registry $RUNNER_ACCOUNT
+runner_port=$REGISTRY_PORT
+start_registry $JOB_ACCOUNT
+job_port=$REGISTRY_PORT
+wait_http "http://127.0.0.1:$moto_port/moto-api/" 200
+log "moto on :$moto_port, registries on :$runner_port ($RUNNER_ACCOUNT) and :$job_port ($JOB_ACCOUNT)"
+
+cat <<ENV
+export ECR_EXECUTOR_TEST_AWS=http://127.0.0.1:$moto_port
+export ECR_EXECUTOR_TEST_REGISTRY_RUNNER=$runner_port
+export ECR_EXECUTOR_TEST_REGISTRY_JOB=$job_port
+export ECR_EXECUTOR_TEST_PIDS="${pids[*]}"
+export ECR_EXECUTOR_TEST_RUN=$run
+ENV

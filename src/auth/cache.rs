@@ -1,0 +1,351 @@
+//! On-disk cache of runner-identity ECR tokens, shared by every driver process on the host.
+//!
+//! - Layout: one directory (mode 0700, owned by the runner user) with one `<key>.json` entry
+//!   (mode 0600) and one `<key>.lock` per registry and identity. The key is a hash of
+//!   partition, region, registry id and an identity fingerprint, so neither file names nor
+//!   contents reveal the access key.
+//! - Concurrency: entries are replaced atomically (write a temp file, fsync, rename), so a
+//!   reader never sees half a file; a process that misses takes the key's exclusive lock,
+//!   looks again, and only then calls AWS, so N concurrent jobs make one call.
+//! - Freshness: an entry is used until half its lifetime has passed (as the credential
+//!   helper does) and never within [`MIN_REMAINING`] of its expiry. Expired or unreadable
+//!   entries are deleted; an expired token is never used as a fallback.
+//! - Job-identity tokens never come here.
+
+use std::fs::{self, DirBuilder, File, OpenOptions};
+use std::io::{self, Write};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use secrecy::{ExposeSecret, SecretString};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use super::Login;
+
+/// An entry is never used when it expires within this many seconds.
+pub const MIN_REMAINING: u64 = 5 * 60;
+const VERSION: u32 = 1;
+
+/// What an entry is for. `fingerprint` identifies the runner identity without revealing it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct CacheKey {
+    pub partition: String,
+    pub region: String,
+    pub registry_id: String,
+    pub fingerprint: String,
+}
+
+impl CacheKey {
+    fn stem(&self) -> String {
+        let digest = Sha256::digest(
+            format!(
+                "ecr-executor/cache/v{VERSION}\0{}\0{}\0{}\0{}",
+                self.partition, self.region, self.registry_id, self.fingerprint
+            )
+            .as_bytes(),
+        );
+        hex(&digest[..16])
+    }
+}
+
+pub(crate) fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// A token with its validity window (unix seconds).
+#[derive(Debug, Clone)]
+pub struct CachedToken {
+    pub login: Login,
+    pub requested_at: u64,
+    pub expires_at: u64,
+}
+
+/// Whether a token requested at `requested_at` and expiring at `expires_at` may be used `now`.
+pub fn is_fresh(requested_at: u64, expires_at: u64, now: u64) -> bool {
+    let half_life = requested_at + expires_at.saturating_sub(requested_at) / 2;
+    now < half_life && now + MIN_REMAINING < expires_at
+}
+
+#[derive(Serialize, Deserialize)]
+struct Entry<P> {
+    version: u32,
+    partition: String,
+    region: String,
+    registry_id: String,
+    fingerprint: String,
+    username: String,
+    password: P,
+    server: String,
+    requested_at: u64,
+    expires_at: u64,
+}
+
+pub struct DiskCache {
+    dir: PathBuf,
+}
+
+/// Holds a key's lock until dropped.
+pub struct KeyLock(File);
+
+impl Drop for KeyLock {
+    fn drop(&mut self) {
+        let _ = self.0.unlock();
+    }
+}
+
+impl DiskCache {
+    /// Opens (creating, mode 0700) the cache directory. Refuses a directory owned by another
+    /// user, and tightens its mode when others could read it.
+    pub fn open(dir: &Path) -> io::Result<DiskCache> {
+        DirBuilder::new().recursive(true).mode(0o700).create(dir)?;
+        let meta = fs::metadata(dir)?;
+        // SAFETY: geteuid has no preconditions.
+        let uid = unsafe { libc::geteuid() };
+        if meta.uid() != uid {
+            return Err(io::Error::new(
+                io::ErrorKind::PermissionDenied,
+                format!(
+                    "{} is owned by uid {}, not by this user ({uid})",
+                    dir.display(),
+                    meta.uid()
+                ),
+            ));
+        }
+        if meta.mode() & 0o077 != 0 {
+            fs::set_permissions(dir, fs::Permissions::from_mode(0o700))?;
+        }
+        Ok(DiskCache {
+            dir: dir.to_owned(),
+        })
+    }
+
+    fn entry_path(&self, key: &CacheKey) -> PathBuf {
+        self.dir.join(format!("{}.json", key.stem()))
+    }
+
+    /// The key's token if it is fresh. A stale or unreadable entry is deleted.
+    pub fn read_fresh(&self, key: &CacheKey, now: u64) -> Option<CachedToken> {
+        let path = self.entry_path(key);
+        let bytes = fs::read(&path).ok()?;
+        let entry: Option<Entry<SecretString>> = serde_json::from_slice(&bytes).ok();
+        let valid = entry.filter(|e| {
+            e.version == VERSION
+                && e.partition == key.partition
+                && e.region == key.region
+                && e.registry_id == key.registry_id
+                && e.fingerprint == key.fingerprint
+        });
+        match valid {
+            Some(e) if is_fresh(e.requested_at, e.expires_at, now) => Some(CachedToken {
+                login: Login {
+                    username: e.username,
+                    password: e.password,
+                    server: e.server,
+                },
+                requested_at: e.requested_at,
+                expires_at: e.expires_at,
+            }),
+            _ => {
+                let _ = fs::remove_file(&path);
+                None
+            }
+        }
+    }
+
+    /// Takes the key's exclusive lock, waiting for another process that holds it.
+    pub async fn lock(&self, key: &CacheKey) -> io::Result<KeyLock> {
+        let path = self.dir.join(format!("{}.lock", key.stem()));
+        tokio::task::spawn_blocking(move || {
+            let file = OpenOptions::new()
+                .create(true)
+                .truncate(false)
+                .write(true)
+                .mode(0o600)
+                .open(path)?;
+            file.lock()?;
+            Ok(KeyLock(file))
+        })
+        .await
+        .map_err(io::Error::other)?
+    }
+
+    /// Stores a token atomically, then purges expired entries. Tokens that would not be
+    /// fresh (already past half-life) are not stored.
+    pub fn store(&self, key: &CacheKey, token: &CachedToken, now: u64) -> io::Result<()> {
+        if !is_fresh(token.requested_at, token.expires_at, now) {
+            return Ok(());
+        }
+        let entry = Entry {
+            version: VERSION,
+            partition: key.partition.clone(),
+            region: key.region.clone(),
+            registry_id: key.registry_id.clone(),
+            fingerprint: key.fingerprint.clone(),
+            username: token.login.username.clone(),
+            password: token.login.password.expose_secret(),
+            server: token.login.server.clone(),
+            requested_at: token.requested_at,
+            expires_at: token.expires_at,
+        };
+        let json = serde_json::to_vec(&entry).map_err(io::Error::other)?;
+        // NamedTempFile creates the file with mode 0600 in the same directory.
+        let mut tmp = tempfile::Builder::new()
+            .prefix(".entry")
+            .suffix(".tmp")
+            .tempfile_in(&self.dir)?;
+        tmp.write_all(&json)?;
+        tmp.as_file().sync_all()?;
+        tmp.persist(self.entry_path(key)).map_err(|e| e.error)?;
+        self.purge_expired(now);
+        Ok(())
+    }
+
+    /// Deletes entries that have expired or cannot be read, and abandoned temp files.
+    pub fn purge_expired(&self, now: u64) {
+        let Ok(dir) = fs::read_dir(&self.dir) else {
+            return;
+        };
+        for item in dir.flatten() {
+            let path = item.path();
+            let name = item.file_name();
+            let name = name.to_string_lossy();
+            if name.ends_with(".json") {
+                let expired = fs::read(&path)
+                    .ok()
+                    .and_then(|b| serde_json::from_slice::<Entry<SecretString>>(&b).ok())
+                    .is_none_or(|e| e.expires_at <= now);
+                if expired {
+                    let _ = fs::remove_file(&path);
+                }
+            } else if name.starts_with(".entry") && name.ends_with(".tmp") {
+                let old = item
+                    .metadata()
+                    .ok()
+                    .and_then(|m| m.modified().ok())
+                    .and_then(|t| t.elapsed().ok())
+                    .is_some_and(|age| age.as_secs() > 60);
+                if old {
+                    let _ = fs::remove_file(&path);
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(id: &str) -> CacheKey {
+        CacheKey {
+            partition: "aws".into(),
+            region: "eu-west-1".into(),
+            registry_id: id.into(),
+            fingerprint: "fp".into(),
+        }
+    }
+
+    fn token(requested_at: u64, expires_at: u64) -> CachedToken {
+        CachedToken {
+            login: Login {
+                username: "AWS".into(),
+                password: SecretString::from("pw-123".to_owned()),
+                server: "h".into(),
+            },
+            requested_at,
+            expires_at,
+        }
+    }
+
+    const H12: u64 = 12 * 3600;
+
+    #[test]
+    fn freshness_is_half_life_with_a_floor() {
+        assert!(is_fresh(1000, 1000 + H12, 1000));
+        assert!(is_fresh(1000, 1000 + H12, 1000 + H12 / 2 - 1));
+        assert!(!is_fresh(1000, 1000 + H12, 1000 + H12 / 2));
+        assert!(!is_fresh(1000, 1400, 1150), "too close to expiry");
+        assert!(
+            !is_fresh(1_420_070_400, 1_420_070_400, 1_800_000_000),
+            "moto's 2015 expiry"
+        );
+    }
+
+    #[test]
+    fn store_read_and_permissions() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache_dir = dir.path().join("cache");
+        let cache = DiskCache::open(&cache_dir).unwrap();
+        assert_eq!(fs::metadata(&cache_dir).unwrap().mode() & 0o777, 0o700);
+        let now = 1_000_000;
+        cache
+            .store(&key("111111111111"), &token(now, now + H12), now)
+            .unwrap();
+        let got = cache.read_fresh(&key("111111111111"), now + 60).unwrap();
+        assert_eq!(got.login.password.expose_secret(), "pw-123");
+        assert!(cache.read_fresh(&key("222222222222"), now).is_none());
+        let files: Vec<_> = fs::read_dir(&cache_dir).unwrap().flatten().collect();
+        assert_eq!(files.len(), 1);
+        assert_eq!(files[0].metadata().unwrap().mode() & 0o777, 0o600);
+        let name = files[0].file_name().to_string_lossy().into_owned();
+        assert!(!name.contains("111111111111"), "{name}");
+    }
+
+    #[test]
+    fn stale_and_corrupt_entries_are_removed_never_returned() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = DiskCache::open(dir.path()).unwrap();
+        let now = 1_000_000;
+        cache
+            .store(&key("111111111111"), &token(now, now + H12), now)
+            .unwrap();
+        assert!(
+            cache
+                .read_fresh(&key("111111111111"), now + H12 - 10)
+                .is_none()
+        );
+        assert_eq!(
+            fs::read_dir(dir.path()).unwrap().count(),
+            0,
+            "stale entry deleted"
+        );
+
+        cache
+            .store(&key("111111111111"), &token(now, now + H12), now)
+            .unwrap();
+        let path = cache.entry_path(&key("111111111111"));
+        fs::write(&path, b"{\"version\":1,").unwrap();
+        assert!(cache.read_fresh(&key("111111111111"), now).is_none());
+        assert!(!path.exists());
+    }
+
+    #[test]
+    fn expired_tokens_are_not_stored_and_old_ones_are_purged() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = DiskCache::open(dir.path()).unwrap();
+        let now = 2_000_000_000;
+        cache
+            .store(&key("111111111111"), &token(now, 1_420_070_400), now)
+            .unwrap();
+        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 0);
+        cache
+            .store(&key("111111111111"), &token(now, now + H12), now)
+            .unwrap();
+        // Later, another key is stored after the first expired: the first is purged.
+        let later = now + H12 + 1;
+        cache
+            .store(&key("222222222222"), &token(later, later + H12), later)
+            .unwrap();
+        assert!(!cache.entry_path(&key("111111111111")).exists());
+        assert!(cache.entry_path(&key("222222222222")).exists());
+    }
+
+    #[test]
+    fn loose_directory_modes_are_tightened() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o755)).unwrap();
+        DiskCache::open(dir.path()).unwrap();
+        assert_eq!(fs::metadata(dir.path()).unwrap().mode() & 0o777, 0o700);
+    }
+}

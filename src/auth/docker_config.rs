@@ -1,0 +1,189 @@
+//! `DOCKER_AUTH_CONFIG`: static registry credentials in Docker's `config.json` format, as the
+//! Docker executor reads them. The job's variable beats the runner's environment. Only
+//! `auths` entries are used; `credHelpers` and `credsStore` are never executed by the driver
+//! (ECR hosts are handled by the driver itself). Keys may be `host`, a URL, or, as in GitLab
+//! Runner 17.5+, `host/namespace` for one part of a registry (the longest match wins).
+
+use std::collections::HashMap;
+
+use base64::Engine;
+use secrecy::{ExposeSecret, SecretString};
+use serde::Deserialize;
+
+use super::Login;
+use super::registry::registry_key;
+use crate::image_ref::ImageRef;
+
+/// Hostnames Docker treats as Docker Hub.
+const DOCKER_HUB_ALIASES: &[&str] = &["index.docker.io", "registry-1.docker.io", "docker.io"];
+
+#[derive(Debug, Default, Deserialize)]
+struct ConfigFile {
+    #[serde(default)]
+    auths: HashMap<String, Entry>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct Entry {
+    auth: Option<SecretString>,
+    username: Option<String>,
+    password: Option<SecretString>,
+}
+
+/// Parsed `auths` entries, keyed by normalised `host[/path]`.
+#[derive(Debug, Default)]
+pub struct DockerAuthConfig {
+    entries: Vec<(String, Login)>,
+}
+
+impl DockerAuthConfig {
+    /// Parses the JSON. Errors never include the value's content.
+    pub fn parse(text: &str) -> Result<DockerAuthConfig, String> {
+        let file: ConfigFile = serde_json::from_str(text).map_err(|e| {
+            format!(
+                "not valid Docker config JSON (line {}, column {})",
+                e.line(),
+                e.column()
+            )
+        })?;
+        let mut entries = Vec::new();
+        for (key, entry) in file.auths {
+            let normalised = normalise_key(&key);
+            let login = match (entry.auth, entry.username, entry.password) {
+                (Some(auth), _, _) => decode_auth(auth.expose_secret()).ok_or_else(|| {
+                    format!("the `auth` value of {key:?} is not base64 of user:password")
+                })?,
+                (None, Some(username), Some(password)) => (username, password),
+                (None, _, _) => {
+                    return Err(format!(
+                        "the entry {key:?} has neither `auth` nor `username` and `password`"
+                    ));
+                }
+            };
+            let server = normalised.split('/').next().unwrap_or_default().to_owned();
+            entries.push((
+                normalised,
+                Login {
+                    username: login.0,
+                    password: login.1,
+                    server,
+                },
+            ));
+        }
+        Ok(DockerAuthConfig { entries })
+    }
+
+    /// The login for an image: the entry whose key is the longest prefix of `host/path`.
+    pub fn find(&self, image: &ImageRef) -> Option<&Login> {
+        let host = normalise_key(image.registry_host());
+        let full = format!("{host}/{}", image.repository);
+        self.entries
+            .iter()
+            .filter(|(key, _)| {
+                *key == host
+                    || (full.starts_with(key.as_str())
+                        && full.as_bytes().get(key.len()) == Some(&b'/'))
+            })
+            .max_by_key(|(key, _)| key.len())
+            .map(|(_, login)| login)
+    }
+}
+
+fn normalise_key(key: &str) -> String {
+    let s = key.trim();
+    let s = s.split_once("://").map_or(s, |(_, rest)| rest);
+    let mut parts = s.trim_end_matches('/').splitn(2, '/');
+    let host = registry_key(parts.next().unwrap_or_default());
+    let host = if DOCKER_HUB_ALIASES.contains(&host.as_str()) {
+        "docker.io".to_owned()
+    } else {
+        host
+    };
+    match parts.next() {
+        // `index.docker.io/v1/` is the Hub's legacy URL, not a namespace.
+        Some("v1") | Some("v2") | None => host,
+        Some(path) => format!("{host}/{path}"),
+    }
+}
+
+fn decode_auth(auth: &str) -> Option<(String, SecretString)> {
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(auth.trim())
+        .ok()?;
+    let text = String::from_utf8(bytes).ok()?;
+    let (user, password) = text.split_once(':')?;
+    Some((user.to_owned(), SecretString::from(password.to_owned())))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn b64(s: &str) -> String {
+        base64::engine::general_purpose::STANDARD.encode(s)
+    }
+
+    fn image(s: &str) -> ImageRef {
+        ImageRef::parse(s).unwrap()
+    }
+
+    #[test]
+    fn finds_entries_by_host_url_and_namespace() {
+        let json = format!(
+            r#"{{"auths": {{
+                "https://registry.example.com/v1/": {{"auth": "{}"}},
+                "registry.example.com/team": {{"username": "team", "password": "team-pass"}},
+                "https://index.docker.io/v1/": {{"auth": "{}"}},
+                "127.0.0.1:5000": {{"auth": "{}"}}
+            }}, "credHelpers": {{"x": "ecr-login"}}}}"#,
+            b64("u:p:with:colons"),
+            b64("hub:hubpass"),
+            b64("AWS:tok")
+        );
+        let c = DockerAuthConfig::parse(&json).unwrap();
+        let login = c.find(&image("registry.example.com/other/app")).unwrap();
+        assert_eq!(login.username, "u");
+        assert_eq!(login.password.expose_secret(), "p:with:colons");
+        assert_eq!(login.server, "registry.example.com");
+        assert_eq!(
+            c.find(&image("registry.example.com/team/app"))
+                .unwrap()
+                .username,
+            "team"
+        );
+        assert_eq!(
+            c.find(&image("registry.example.com/teamx/app"))
+                .unwrap()
+                .username,
+            "u"
+        );
+        assert_eq!(c.find(&image("alpine")).unwrap().username, "hub");
+        assert_eq!(
+            c.find(&image("127.0.0.1:5000/a/b")).unwrap().username,
+            "AWS"
+        );
+        assert!(c.find(&image("127.0.0.1:5001/a/b")).is_none());
+    }
+
+    #[test]
+    fn errors_never_show_values() {
+        let err = DockerAuthConfig::parse(r#"{"auths": {"h": {"auth": "!!!secret-ish!!!"}}}"#)
+            .unwrap_err();
+        assert!(!err.contains("secret-ish"), "{err}");
+        let err = DockerAuthConfig::parse("{not json: hunter2").unwrap_err();
+        assert!(!err.contains("hunter2"), "{err}");
+        assert!(DockerAuthConfig::parse(r#"{"auths": {"h": {}}}"#).is_err());
+        assert!(DockerAuthConfig::parse(r#"{"auths": []}"#).is_err());
+        assert!(DockerAuthConfig::parse("{}").unwrap().entries.is_empty());
+    }
+
+    #[test]
+    fn debug_is_redacted() {
+        let c = DockerAuthConfig::parse(&format!(
+            r#"{{"auths": {{"h": {{"auth": "{}"}}}}}}"#,
+            b64("u:topsecret")
+        ))
+        .unwrap();
+        assert!(!format!("{c:?}").contains("topsecret"));
+    }
+}

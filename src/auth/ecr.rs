@@ -1,0 +1,303 @@
+//! The AWS calls: sts:AssumeRole / sts:AssumeRoleWithWebIdentity when the identity needs
+//! them, then ecr:GetAuthorizationToken (or ECR Public's). The SDK is configured only when a
+//! token is really fetched, so a cache hit costs no AWS configuration work at all.
+//!
+//! Endpoints follow the SDK's rules (`AWS_ENDPOINT_URL`, `AWS_ENDPOINT_URL_ECR`, profiles).
+//! Every attempt has a timeout; throttling, 5xx and connection errors are retried with the
+//! SDK's standard exponential backoff, then reported as system failures. STS refusing a job's
+//! token is the job's failure, with a one-line likely cause.
+
+use std::time::Duration;
+
+use aws_config::retry::RetryConfig;
+use aws_config::timeout::TimeoutConfig;
+use aws_config::{BehaviorVersion, Region, SdkConfig};
+use aws_sdk_ecr::config::Credentials;
+use aws_sdk_ecr::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use base64::Engine;
+use secrecy::{ExposeSecret, SecretString};
+
+use super::{EcrTarget, Identity, Login, TokenFetcher};
+use crate::error::{Error, Result};
+
+/// The token the registry accepts, with its validity (unix seconds).
+#[derive(Debug, Clone)]
+pub struct FetchedToken {
+    pub login: Login,
+    pub requested_at: u64,
+    pub expires_at: u64,
+}
+
+/// Fetches tokens from AWS with the SDK.
+#[derive(Debug, Clone)]
+pub struct AwsFetcher {
+    pub attempt_timeout: Duration,
+    pub max_attempts: u32,
+}
+
+impl AwsFetcher {
+    async fn sdk_config(&self, region: &str, profile: Option<&str>, anonymous: bool) -> SdkConfig {
+        let mut loader = aws_config::defaults(BehaviorVersion::latest())
+            .region(Region::new(region.to_owned()))
+            .retry_config(RetryConfig::standard().with_max_attempts(self.max_attempts))
+            .timeout_config(
+                TimeoutConfig::builder()
+                    .connect_timeout(self.attempt_timeout)
+                    .operation_attempt_timeout(self.attempt_timeout)
+                    .build(),
+            );
+        if let Some(profile) = profile {
+            loader = loader.profile_name(profile);
+        }
+        if anonymous {
+            loader = loader.no_credentials();
+        }
+        loader.load().await
+    }
+}
+
+impl TokenFetcher for AwsFetcher {
+    async fn fetch(
+        &self,
+        target: &EcrTarget,
+        identity: &Identity,
+        session: &str,
+    ) -> Result<FetchedToken> {
+        let requested_at = super::unix_now();
+        let registry = &target.host;
+        let (sdk, credentials) = match identity {
+            Identity::Runner { role_arn, profile } => {
+                let sdk = self
+                    .sdk_config(&target.region, profile.as_deref(), false)
+                    .await;
+                let credentials = match role_arn {
+                    None => None,
+                    Some(role) => {
+                        let out = aws_sdk_sts::Client::new(&sdk)
+                            .assume_role()
+                            .role_arn(role)
+                            .role_session_name(session)
+                            .duration_seconds(900)
+                            .send()
+                            .await
+                            .map_err(|e| aws_error(e, "sts:AssumeRole", registry, false))?;
+                        Some(session_credentials(out.credentials(), registry)?)
+                    }
+                };
+                (sdk, credentials)
+            }
+            Identity::Job { role_arn, token } => {
+                let sdk = self.sdk_config(&target.region, None, true).await;
+                let out = aws_sdk_sts::Client::new(&sdk)
+                    .assume_role_with_web_identity()
+                    .role_arn(role_arn)
+                    .role_session_name(session)
+                    .web_identity_token(token.expose_secret())
+                    .duration_seconds(900)
+                    .send()
+                    .await
+                    .map_err(|e| web_identity_error(e, role_arn, registry))?;
+                (sdk, Some(session_credentials(out.credentials(), registry)?))
+            }
+        };
+        let job_identity = matches!(identity, Identity::Job { .. });
+
+        let (token, expires_at) = match &target.registry_id {
+            Some(registry_id) => {
+                let mut conf = aws_sdk_ecr::config::Builder::from(&sdk);
+                if let Some(c) = credentials {
+                    conf = conf.credentials_provider(c);
+                }
+                // registryIds is deprecated (the token's scope is the principal's), but the
+                // credential helper still sends it and it names the account being pulled from.
+                #[allow(deprecated)]
+                let request = aws_sdk_ecr::Client::from_conf(conf.build())
+                    .get_authorization_token()
+                    .registry_ids(registry_id);
+                let out = request.send().await.map_err(|e| {
+                    aws_error(e, "ecr:GetAuthorizationToken", registry, job_identity)
+                })?;
+                let data = out.authorization_data().first();
+                (
+                    data.and_then(|d| d.authorization_token())
+                        .map(str::to_owned),
+                    data.and_then(|d| d.expires_at()).map(|t| t.secs()),
+                )
+            }
+            None => {
+                let mut conf = aws_sdk_ecrpublic::config::Builder::from(&sdk);
+                if let Some(c) = credentials {
+                    conf = conf.credentials_provider(c);
+                }
+                let out = aws_sdk_ecrpublic::Client::from_conf(conf.build())
+                    .get_authorization_token()
+                    .send()
+                    .await
+                    .map_err(|e| {
+                        aws_error(
+                            e,
+                            "ecr-public:GetAuthorizationToken",
+                            registry,
+                            job_identity,
+                        )
+                    })?;
+                let data = out.authorization_data();
+                (
+                    data.and_then(|d| d.authorization_token())
+                        .map(str::to_owned),
+                    data.and_then(|d| d.expires_at()).map(|t| t.secs()),
+                )
+            }
+        };
+        let token = SecretString::from(token.unwrap_or_default());
+        let (username, password) =
+            decode_token(token.expose_secret()).ok_or_else(|| Error::AwsUnavailable {
+                action: "ecr:GetAuthorizationToken",
+                registry: registry.clone(),
+                message: "the answer holds no usable authorization token".into(),
+            })?;
+        Ok(FetchedToken {
+            login: Login {
+                username,
+                password,
+                server: target.host.clone(),
+            },
+            requested_at,
+            expires_at: expires_at.map_or(0, |s| u64::try_from(s).unwrap_or(0)),
+        })
+    }
+}
+
+/// `base64(user:password)` → (user, password).
+fn decode_token(token: &str) -> Option<(String, SecretString)> {
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(token.trim())
+        .ok()?;
+    let text = SecretString::from(String::from_utf8(bytes).ok()?);
+    let (user, password) = text.expose_secret().split_once(':')?;
+    if user.is_empty() || password.is_empty() {
+        return None;
+    }
+    Some((user.to_owned(), SecretString::from(password.to_owned())))
+}
+
+fn session_credentials(
+    c: Option<&aws_sdk_sts::types::Credentials>,
+    registry: &str,
+) -> Result<Credentials> {
+    let c = c.ok_or_else(|| Error::AwsUnavailable {
+        action: "sts",
+        registry: registry.to_owned(),
+        message: "the answer holds no credentials".into(),
+    })?;
+    Ok(Credentials::new(
+        c.access_key_id(),
+        c.secret_access_key(),
+        Some(c.session_token().to_owned()),
+        None,
+        "ecr-executor-sts",
+    ))
+}
+
+/// Whether an AWS error is worth retrying later (throttling, 5xx, network) rather than a refusal.
+fn is_transient<E: ProvideErrorMetadata, R>(err: &SdkError<E, R>) -> bool {
+    match err {
+        SdkError::ServiceError(service) => {
+            let code = service.err().code().unwrap_or_default();
+            code.contains("Throttl")
+                || code.contains("Unavailable")
+                || code == "RequestLimitExceeded"
+                || code == "ServerException"
+                || code == "InternalFailure"
+                || code == "IDPCommunicationError"
+        }
+        _ => true,
+    }
+}
+
+fn aws_error<E, R>(
+    err: SdkError<E, R>,
+    action: &'static str,
+    registry: &str,
+    job_identity: bool,
+) -> Error
+where
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+    R: std::fmt::Debug,
+{
+    if is_transient(&err) {
+        return Error::AwsUnavailable {
+            action,
+            registry: registry.to_owned(),
+            message: short_message(&err),
+        };
+    }
+    Error::AwsDenied {
+        action,
+        registry: registry.to_owned(),
+        message: short_message(&err),
+        job_identity,
+    }
+}
+
+fn short_message<E, R>(err: &SdkError<E, R>) -> String
+where
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+    R: std::fmt::Debug,
+{
+    match err {
+        SdkError::ServiceError(s) => format!(
+            "{}: {}",
+            s.err().code().unwrap_or("error"),
+            s.err().message().unwrap_or("no message")
+        ),
+        other => DisplayErrorContext(other).to_string(),
+    }
+}
+
+fn web_identity_error<E, R>(err: SdkError<E, R>, role_arn: &str, registry: &str) -> Error
+where
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+    R: std::fmt::Debug,
+{
+    let code = err.code().unwrap_or_default().to_owned();
+    let hint = match code.as_str() {
+        "InvalidIdentityToken" => {
+            "the token failed validation: check that IAM has an OIDC provider for this GitLab URL \
+             and that the id_token's `aud` matches the provider's audience"
+        }
+        "ExpiredTokenException" | "ExpiredToken" => {
+            "the job's id_token has expired: retry the job (id_tokens live as long as the job timeout)"
+        }
+        "IDPRejectedClaim" => {
+            "the identity provider rejected a claim of the token: check the OIDC provider's \
+             configuration for this GitLab URL"
+        }
+        "AccessDenied" => {
+            "the role's trust policy does not accept this token: check its `aud` condition and its \
+             `sub` condition (e.g. project_path:GROUP/PROJECT:ref_type:branch:ref:main)"
+        }
+        _ => return aws_error(err, "sts:AssumeRoleWithWebIdentity", registry, true),
+    };
+    Error::StsRejected {
+        role_arn: role_arn.to_owned(),
+        code,
+        hint,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decodes_tokens() {
+        let b64 = base64::engine::general_purpose::STANDARD.encode("AWS:123456789012-auth-token");
+        let (u, p) = decode_token(&b64).unwrap();
+        assert_eq!(u, "AWS");
+        assert_eq!(p.expose_secret(), "123456789012-auth-token");
+        assert!(decode_token("!!").is_none());
+        let no_colon = base64::engine::general_purpose::STANDARD.encode("AWS");
+        assert!(decode_token(&no_colon).is_none());
+    }
+}

@@ -1,0 +1,511 @@
+//! Registry credentials for image pulls, decided per image at pull time.
+//!
+//! - An ECR registry (recognised hostname or `[[registry]]` entry) gets a token the driver
+//!   fetches itself with the runner's AWS identity or the job's OIDC id_token
+//!   ([`IdentityMode`]). Runner-identity tokens are shared through the on-disk [`cache`];
+//!   job-identity tokens live only in this process. Within one job each registry and
+//!   identity is fetched once, even when several pulls need it at the same time.
+//! - Any other registry uses `DOCKER_AUTH_CONFIG` (`auths`), the job's before the runner's.
+//!
+//! Credentials only ever travel to the Docker daemon in the pull's `X-Registry-Auth` header.
+
+pub mod cache;
+pub mod check;
+pub mod docker_config;
+pub mod ecr;
+pub mod registry;
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bollard::auth::DockerCredentials;
+use secrecy::{ExposeSecret, SecretString};
+use sha2::{Digest, Sha256};
+use tokio::sync::OnceCell;
+
+use self::cache::{CacheKey, CachedToken, DiskCache};
+use self::docker_config::DockerAuthConfig;
+use self::ecr::{AwsFetcher, FetchedToken};
+use self::registry::{EcrHost, Partition, hostname, parse_ecr_host, registry_key};
+use crate::config::{Config, IdentityMode};
+use crate::error::{Error, Result};
+use crate::image_ref::ImageRef;
+use crate::job::Env;
+use crate::output;
+
+/// A registry login. The password is redacted in `Debug`.
+#[derive(Debug, Clone)]
+pub struct Login {
+    pub username: String,
+    pub password: SecretString,
+    /// The registry host the login is for.
+    pub server: String,
+}
+
+impl Login {
+    /// What bollard sends in `X-Registry-Auth`. Never log the result: its `Debug` is not redacted.
+    pub fn docker_credentials(&self) -> DockerCredentials {
+        DockerCredentials {
+            username: Some(self.username.clone()),
+            password: Some(self.password.expose_secret().to_owned()),
+            serveraddress: Some(self.server.clone()),
+            ..Default::default()
+        }
+    }
+}
+
+/// An ECR registry with the identity settings that apply to it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EcrTarget {
+    /// `host[:port]` as the image names it.
+    pub host: String,
+    /// `None` for ECR Public.
+    pub registry_id: Option<String>,
+    pub region: String,
+    pub partition: Partition,
+    pub mode: IdentityMode,
+    pub role_arn: Option<String>,
+    pub profile: Option<String>,
+    pub id_token_variable: String,
+    pub allowed_job_roles: Vec<String>,
+}
+
+/// Whose credentials fetch a token.
+#[derive(Debug, Clone)]
+pub enum Identity {
+    Runner {
+        role_arn: Option<String>,
+        profile: Option<String>,
+    },
+    Job {
+        role_arn: String,
+        token: SecretString,
+    },
+}
+
+impl Identity {
+    pub fn describe(&self) -> String {
+        match self {
+            Identity::Runner {
+                role_arn: None,
+                profile,
+            } => match profile {
+                Some(p) => format!("runner (AWS profile {p})"),
+                None => "runner (AWS default credential chain)".into(),
+            },
+            Identity::Runner {
+                role_arn: Some(role),
+                ..
+            } => format!("runner, assuming role {role}"),
+            Identity::Job { role_arn, .. } => format!("job id_token, assuming role {role_arn}"),
+        }
+    }
+}
+
+/// Where a token came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    Cache,
+    Aws,
+}
+
+/// A token ready for pulls, with what `auth check` reports about it.
+#[derive(Debug, Clone)]
+pub struct Token {
+    pub login: Login,
+    pub expires_at: u64,
+    pub source: Source,
+    pub identity: String,
+}
+
+/// Fetches a token from AWS. The seam where unit tests substitute a fake.
+pub trait TokenFetcher {
+    fn fetch(
+        &self,
+        target: &EcrTarget,
+        identity: &Identity,
+        session: &str,
+    ) -> impl Future<Output = Result<FetchedToken>>;
+}
+
+pub(crate) fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+type Memo = Arc<OnceCell<Arc<Token>>>;
+
+/// Resolves the credentials of every pull of one driver invocation.
+pub struct Resolver<'a, F = AwsFetcher> {
+    config: &'a Config,
+    env: &'a Env,
+    fetcher: F,
+    memo: Mutex<HashMap<String, Memo>>,
+    docker_auth: OnceLock<Result<DockerAuthSources, DockerAuthError>>,
+}
+
+/// `DOCKER_AUTH_CONFIG` from the job (checked first) and from the runner's environment.
+struct DockerAuthSources {
+    job: Option<DockerAuthConfig>,
+    runner: Option<DockerAuthConfig>,
+}
+
+/// A `DOCKER_AUTH_CONFIG` that did not parse: whose it was, and why.
+struct DockerAuthError {
+    from_job: bool,
+    message: String,
+}
+
+impl<'a> Resolver<'a, AwsFetcher> {
+    pub fn new(config: &'a Config, env: &'a Env) -> Self {
+        let fetcher = AwsFetcher {
+            attempt_timeout: Duration::from_secs(config.ecr.timeout_seconds),
+            max_attempts: config.ecr.max_attempts,
+        };
+        Resolver::with_fetcher(config, env, fetcher)
+    }
+}
+
+impl<'a, F: TokenFetcher> Resolver<'a, F> {
+    pub fn with_fetcher(config: &'a Config, env: &'a Env, fetcher: F) -> Self {
+        Resolver {
+            config,
+            env,
+            fetcher,
+            memo: Mutex::new(HashMap::new()),
+            docker_auth: OnceLock::new(),
+        }
+    }
+
+    /// Credentials for pulling `image`, or `None` for an anonymous pull.
+    pub async fn credentials_for(&self, image: &ImageRef) -> Result<Option<DockerCredentials>> {
+        if let Some(target) = self.ecr_target(image.registry_host()) {
+            let token = self.ecr_token(&target).await?;
+            return Ok(Some(token.login.docker_credentials()));
+        }
+        Ok(self
+            .docker_auth_login(image)?
+            .map(|l| l.docker_credentials()))
+    }
+
+    /// The ECR registry behind `host`, when it is one.
+    pub fn ecr_target(&self, host: &str) -> Option<EcrTarget> {
+        let key = registry_key(host);
+        let name = hostname(host).to_ascii_lowercase();
+        let entry = self.config.registries.iter().find(|r| {
+            let k = registry_key(&r.host);
+            k == key || (!k.contains(':') && k == name)
+        });
+        let parsed = parse_ecr_host(host);
+        let (registry_id, region, partition) = match (&parsed, entry) {
+            (None, None) => return None,
+            (Some(EcrHost::Public), _) => {
+                (None, registry::PUBLIC_REGION.to_owned(), Partition::Aws)
+            }
+            (
+                Some(EcrHost::Private {
+                    registry_id,
+                    region,
+                    partition,
+                    ..
+                }),
+                e,
+            ) => (
+                Some(
+                    e.and_then(|e| e.registry_id.clone())
+                        .unwrap_or_else(|| registry_id.clone()),
+                ),
+                e.and_then(|e| e.region.clone())
+                    .unwrap_or_else(|| region.clone()),
+                *partition,
+            ),
+            (None, Some(e)) => {
+                let region = e.region.clone()?;
+                let partition = Partition::of_region(&region);
+                (Some(e.registry_id.clone()?), region, partition)
+            }
+        };
+        let ecr = &self.config.ecr;
+        Some(EcrTarget {
+            host: key,
+            registry_id,
+            region,
+            partition,
+            mode: entry.and_then(|e| e.identity).unwrap_or(ecr.identity),
+            role_arn: entry
+                .and_then(|e| e.role_arn.clone())
+                .or_else(|| ecr.role_arn.clone()),
+            profile: entry
+                .and_then(|e| e.profile.clone())
+                .or_else(|| ecr.profile.clone()),
+            id_token_variable: entry
+                .and_then(|e| e.id_token_variable.clone())
+                .unwrap_or_else(|| ecr.id_token_variable.clone()),
+            allowed_job_roles: entry
+                .and_then(|e| e.allowed_job_roles.clone())
+                .unwrap_or_else(|| ecr.allowed_job_roles.clone()),
+        })
+    }
+
+    /// Which identity fetches the token for `target`.
+    pub fn identity(&self, target: &EcrTarget) -> Result<Identity> {
+        let token = self.env.vars.get(&target.id_token_variable);
+        let runner = || Identity::Runner {
+            role_arn: target.role_arn.clone(),
+            profile: target.profile.clone(),
+        };
+        match (target.mode, token) {
+            (IdentityMode::Runner, _) | (IdentityMode::Auto, None) => Ok(runner()),
+            (IdentityMode::Job, None) => Err(Error::NoIdToken {
+                registry: target.host.clone(),
+                variable: target.id_token_variable.clone(),
+            }),
+            (IdentityMode::Job | IdentityMode::Auto, Some(token)) => Ok(Identity::Job {
+                role_arn: self.job_role(target)?,
+                token: SecretString::from(token.to_owned()),
+            }),
+        }
+    }
+
+    fn job_role(&self, target: &EcrTarget) -> Result<String> {
+        match self.env.vars.get("ECR_ROLE_ARN") {
+            Some(requested) if target.role_arn.as_deref() == Some(requested) => {
+                Ok(requested.to_owned())
+            }
+            Some(requested) => {
+                if target
+                    .allowed_job_roles
+                    .iter()
+                    .any(|pattern| wildcard_match(pattern, requested))
+                {
+                    Ok(requested.to_owned())
+                } else {
+                    Err(Error::JobRoleNotAllowed {
+                        role_arn: requested.to_owned(),
+                    })
+                }
+            }
+            None => target.role_arn.clone().ok_or_else(|| Error::NoJobRole {
+                registry: target.host.clone(),
+            }),
+        }
+    }
+
+    /// The token for an ECR registry: from this process, the disk cache, or AWS.
+    pub async fn ecr_token(&self, target: &EcrTarget) -> Result<Arc<Token>> {
+        let identity = self.identity(target)?;
+        let memo_key = format!(
+            "{}\0{}\0{}\0{}",
+            target.partition,
+            target.region,
+            target.registry_id.as_deref().unwrap_or("public"),
+            self.fingerprint(&identity)
+        );
+        let cell = self
+            .memo
+            .lock()
+            .expect("memo lock")
+            .entry(memo_key)
+            .or_default()
+            .clone();
+        cell.get_or_try_init(|| async { self.load(target, &identity).await.map(Arc::new) })
+            .await
+            .cloned()
+    }
+
+    async fn load(&self, target: &EcrTarget, identity: &Identity) -> Result<Token> {
+        let described = identity.describe();
+        let cache = match identity {
+            Identity::Runner { .. } => self.disk_cache(),
+            // Another job's token must never ride on this job's trust-policy check.
+            Identity::Job { .. } => None,
+        };
+        let Some(cache) = cache else {
+            let fetched = self.fetch(target, identity).await?;
+            return Ok(token(fetched, Source::Aws, described));
+        };
+        let key = CacheKey {
+            partition: target.partition.to_string(),
+            region: target.region.clone(),
+            registry_id: target
+                .registry_id
+                .clone()
+                .unwrap_or_else(|| "public".into()),
+            fingerprint: self.fingerprint(identity),
+        };
+        if let Some(hit) = cache.read_fresh(&key, unix_now()) {
+            return Ok(cached(hit, described));
+        }
+        let _lock = match cache.lock(&key).await {
+            Ok(lock) => Some(lock),
+            Err(e) => {
+                output::warn(format!(
+                    "credential cache lock unavailable ({e}); fetching without it"
+                ));
+                None
+            }
+        };
+        if let Some(hit) = cache.read_fresh(&key, unix_now()) {
+            return Ok(cached(hit, described));
+        }
+        let fetched = self.fetch(target, identity).await?;
+        let entry = CachedToken {
+            login: fetched.login.clone(),
+            requested_at: fetched.requested_at,
+            expires_at: fetched.expires_at,
+        };
+        if let Err(e) = cache.store(&key, &entry, unix_now()) {
+            output::warn(format!("could not update the ECR credential cache: {e}"));
+        }
+        Ok(token(fetched, Source::Aws, described))
+    }
+
+    async fn fetch(&self, target: &EcrTarget, identity: &Identity) -> Result<FetchedToken> {
+        let session = session_name(self.env);
+        tracing::debug!(registry = %target.host, identity = %identity.describe(), "fetching ECR token");
+        self.fetcher.fetch(target, identity, &session).await
+    }
+
+    fn disk_cache(&self) -> Option<DiskCache> {
+        if !self.config.ecr.cache {
+            return None;
+        }
+        let dir = self
+            .config
+            .ecr
+            .cache_dir
+            .clone()
+            .or_else(|| default_cache_dir(self.env))?;
+        match DiskCache::open(&dir) {
+            Ok(cache) => Some(cache),
+            Err(e) => {
+                output::warn(format!(
+                    "ECR credential cache {} unusable ({e}); not caching",
+                    dir.display()
+                ));
+                None
+            }
+        }
+    }
+
+    /// A stable, non-reversible name for an identity: what selects it, hashed.
+    fn fingerprint(&self, identity: &Identity) -> String {
+        let mut h = Sha256::new();
+        h.update(b"ecr-executor/identity/v1\0");
+        match identity {
+            Identity::Runner { role_arn, profile } => {
+                h.update(b"runner\0");
+                for (k, v) in &self.env.aws_identity_hints {
+                    h.update(format!("{k}={v}\0").as_bytes());
+                }
+                h.update(format!("profile={profile:?}\0role={role_arn:?}").as_bytes());
+            }
+            Identity::Job { role_arn, token } => {
+                h.update(b"job\0");
+                h.update(role_arn.as_bytes());
+                h.update(b"\0");
+                h.update(token.expose_secret().as_bytes());
+            }
+        }
+        cache::hex(&h.finalize()[..16])
+    }
+
+    fn docker_auth_login(&self, image: &ImageRef) -> Result<Option<&Login>> {
+        let sources = self.docker_auth.get_or_init(|| {
+            let parse = |text: Option<&str>, from_job| {
+                text.map(DockerAuthConfig::parse)
+                    .transpose()
+                    .map_err(|message| DockerAuthError { from_job, message })
+            };
+            Ok(DockerAuthSources {
+                job: parse(self.env.vars.get("DOCKER_AUTH_CONFIG"), true)?,
+                runner: parse(self.env.docker_auth_config.as_deref(), false)?,
+            })
+        });
+        match sources {
+            Ok(s) => Ok(s
+                .job
+                .as_ref()
+                .and_then(|c| c.find(image))
+                .or_else(|| s.runner.as_ref().and_then(|c| c.find(image)))),
+            Err(e) => Err(Error::DockerAuthConfig {
+                origin: if e.from_job {
+                    "(the job's variable)"
+                } else {
+                    "(the runner's environment)"
+                },
+                message: e.message.clone(),
+                from_job: e.from_job,
+            }),
+        }
+    }
+}
+
+fn token(fetched: FetchedToken, source: Source, identity: String) -> Token {
+    Token {
+        login: fetched.login,
+        expires_at: fetched.expires_at,
+        source,
+        identity,
+    }
+}
+
+fn cached(hit: CachedToken, identity: String) -> Token {
+    Token {
+        login: hit.login,
+        expires_at: hit.expires_at,
+        source: Source::Cache,
+        identity,
+    }
+}
+
+/// `$XDG_CACHE_HOME/ecr-executor`, else `~/.cache/ecr-executor`.
+pub fn default_cache_dir(env: &Env) -> Option<PathBuf> {
+    env.xdg_cache_home
+        .clone()
+        .or_else(|| env.home.as_ref().map(|h| h.join(".cache")))
+        .map(|d| d.join("ecr-executor"))
+}
+
+/// STS session name from the job's identity: `gitlab-p<project>-j<job>`, in STS's charset.
+pub fn session_name(env: &Env) -> String {
+    let project = env.vars.get("CI_PROJECT_ID").unwrap_or("0");
+    let job = env.vars.get("CI_JOB_ID").unwrap_or("0");
+    let name: String = format!("gitlab-p{project}-j{job}")
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || "+=,.@_-".contains(*c))
+        .take(64)
+        .collect();
+    if name.len() < 2 {
+        "ecr-executor".into()
+    } else {
+        name
+    }
+}
+
+/// `*` matches any run of characters (including none); everything else matches itself.
+pub fn wildcard_match(pattern: &str, text: &str) -> bool {
+    let parts: Vec<&str> = pattern.split('*').collect();
+    if parts.len() == 1 {
+        return pattern == text;
+    }
+    let (first, last) = (parts[0], parts[parts.len() - 1]);
+    if text.len() < first.len() + last.len() || !text.starts_with(first) || !text.ends_with(last) {
+        return false;
+    }
+    let mut rest = &text[first.len()..text.len() - last.len()];
+    for middle in &parts[1..parts.len() - 1] {
+        match rest.find(middle) {
+            Some(i) => rest = &rest[i + middle.len()..],
+            None => return false,
+        }
+    }
+    true
+}
+
+#[cfg(test)]
+mod tests;

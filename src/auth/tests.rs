@@ -1,0 +1,319 @@
+//! Resolver logic against a fake [`TokenFetcher`]: identity choice, per-job dedupe, disk
+//! cache use, and DOCKER_AUTH_CONFIG precedence. The AWS side is tested against moto and a
+//! fault-injecting endpoint in the integration suite.
+
+use std::ffi::OsString;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use base64::Engine;
+
+use super::*;
+use crate::config::Config;
+
+struct Fake {
+    calls: AtomicUsize,
+    lifetime: u64,
+}
+
+impl Fake {
+    fn new(lifetime: u64) -> Fake {
+        Fake {
+            calls: AtomicUsize::new(0),
+            lifetime,
+        }
+    }
+}
+
+impl TokenFetcher for Fake {
+    async fn fetch(
+        &self,
+        target: &EcrTarget,
+        identity: &Identity,
+        _session: &str,
+    ) -> Result<FetchedToken> {
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        tokio::task::yield_now().await;
+        let who = match identity {
+            Identity::Runner { .. } => "runner",
+            Identity::Job { .. } => "job",
+        };
+        let now = unix_now();
+        Ok(FetchedToken {
+            login: Login {
+                username: "AWS".into(),
+                password: SecretString::from(format!(
+                    "{}-{who}",
+                    target.registry_id.as_deref().unwrap_or("public")
+                )),
+                server: target.host.clone(),
+            },
+            requested_at: now,
+            expires_at: now + self.lifetime,
+        })
+    }
+}
+
+fn env(vars: &[(&str, &str)]) -> Env {
+    Env::from_pairs(
+        vars.iter()
+            .map(|(k, v)| (OsString::from(*k), OsString::from(*v))),
+    )
+}
+
+fn config(text: &str) -> Config {
+    Config::parse(text).unwrap()
+}
+
+fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+const HOST: &str = "123456789012.dkr.ecr.eu-west-1.amazonaws.com";
+
+#[test]
+fn wildcards() {
+    assert!(wildcard_match(
+        "arn:aws:iam::1:role/ci-*",
+        "arn:aws:iam::1:role/ci-build"
+    ));
+    assert!(wildcard_match("*", "anything"));
+    assert!(wildcard_match("a*b*c", "aXXbYYc"));
+    assert!(!wildcard_match("a*b*c", "aXXcYYb"));
+    assert!(!wildcard_match(
+        "arn:aws:iam::1:role/ci-*",
+        "arn:aws:iam::1:role/admin"
+    ));
+    assert!(!wildcard_match("exact", "exactly"));
+    assert!(!wildcard_match("ab*ba", "aba"));
+}
+
+#[test]
+fn session_names_fit_sts() {
+    let e = env(&[
+        ("CUSTOM_ENV_CI_PROJECT_ID", "42"),
+        ("CUSTOM_ENV_CI_JOB_ID", "1001"),
+    ]);
+    assert_eq!(session_name(&e), "gitlab-p42-j1001");
+    let long = "9".repeat(100);
+    let e = env(&[
+        ("CUSTOM_ENV_CI_PROJECT_ID", "4 2/x"),
+        ("CUSTOM_ENV_CI_JOB_ID", &long),
+    ]);
+    let name = session_name(&e);
+    assert!(
+        name.len() <= 64 && name.starts_with("gitlab-p42x-j999"),
+        "{name}"
+    );
+}
+
+#[test]
+fn targets_from_hostnames_and_registry_entries() {
+    let c = config(
+        r#"
+        [ecr]
+        role_arn = "arn:aws:iam::123456789012:role/default"
+        [[registry]]
+        host = "cache.example.com:5000"
+        registry_id = "210987654321"
+        region = "us-west-2"
+        identity = "runner"
+        [[registry]]
+        host = "123456789012.dkr.ecr.eu-west-1.amazonaws.com"
+        role_arn = "arn:aws:iam::123456789012:role/special"
+        "#,
+    );
+    let e = env(&[]);
+    let r = Resolver::with_fetcher(&c, &e, Fake::new(3600));
+    let t = r.ecr_target(HOST).unwrap();
+    assert_eq!(t.registry_id.as_deref(), Some("123456789012"));
+    assert_eq!(t.region, "eu-west-1");
+    assert_eq!(
+        t.role_arn.as_deref(),
+        Some("arn:aws:iam::123456789012:role/special")
+    );
+    let t = r.ecr_target("cache.example.com:5000").unwrap();
+    assert_eq!(t.registry_id.as_deref(), Some("210987654321"));
+    assert_eq!(t.mode, IdentityMode::Runner);
+    assert_eq!(
+        t.role_arn.as_deref(),
+        Some("arn:aws:iam::123456789012:role/default")
+    );
+    assert!(r.ecr_target("cache.example.com:5001").is_none());
+    assert!(r.ecr_target("docker.io").is_none());
+    let t = r.ecr_target("public.ecr.aws").unwrap();
+    assert_eq!((t.registry_id, t.region.as_str()), (None, "us-east-1"));
+}
+
+#[test]
+fn identity_follows_the_mode_and_the_token() {
+    let c = config(
+        "[ecr]\nrole_arn = \"arn:aws:iam::1:role/ci\"\nallowed_job_roles = [\"arn:aws:iam::1:role/team-*\"]",
+    );
+    let no_token = env(&[]);
+    let r = Resolver::with_fetcher(&c, &no_token, Fake::new(0));
+    let t = r.ecr_target(HOST).unwrap();
+    assert!(matches!(r.identity(&t).unwrap(), Identity::Runner { .. }));
+
+    let with_token = env(&[("CUSTOM_ENV_ECR_ID_TOKEN", "eyJ.jwt.sig")]);
+    let r = Resolver::with_fetcher(&c, &with_token, Fake::new(0));
+    match r.identity(&t).unwrap() {
+        Identity::Job { role_arn, .. } => assert_eq!(role_arn, "arn:aws:iam::1:role/ci"),
+        other => panic!("{other:?}"),
+    }
+
+    let chosen = env(&[
+        ("CUSTOM_ENV_ECR_ID_TOKEN", "eyJ.jwt.sig"),
+        ("CUSTOM_ENV_ECR_ROLE_ARN", "arn:aws:iam::1:role/team-a"),
+    ]);
+    let r = Resolver::with_fetcher(&c, &chosen, Fake::new(0));
+    assert!(
+        matches!(r.identity(&t).unwrap(), Identity::Job { role_arn, .. } if role_arn.ends_with("team-a"))
+    );
+
+    let refused = env(&[
+        ("CUSTOM_ENV_ECR_ID_TOKEN", "eyJ.jwt.sig"),
+        ("CUSTOM_ENV_ECR_ROLE_ARN", "arn:aws:iam::1:role/admin"),
+    ]);
+    let r = Resolver::with_fetcher(&c, &refused, Fake::new(0));
+    let err = r.identity(&t).unwrap_err();
+    assert!(matches!(err, Error::JobRoleNotAllowed { .. }), "{err}");
+    assert_eq!(err.failure(), crate::error::Failure::Build);
+
+    let job_only = config("[ecr]\nidentity = \"job\"\nid_token_variable = \"AWS_TOKEN\"");
+    let r = Resolver::with_fetcher(&job_only, &no_token, Fake::new(0));
+    let err = r.identity(&r.ecr_target(HOST).unwrap()).unwrap_err();
+    let message = err.to_string();
+    assert!(
+        message.contains("id_tokens:\n    AWS_TOKEN:\n      aud:"),
+        "{message}"
+    );
+    assert_eq!(err.failure(), crate::error::Failure::Build);
+
+    let no_role = config("");
+    let r = Resolver::with_fetcher(&no_role, &with_token, Fake::new(0));
+    let err = r.identity(&r.ecr_target(HOST).unwrap()).unwrap_err();
+    assert!(matches!(err, Error::NoJobRole { .. }), "{err}");
+}
+
+#[test]
+fn concurrent_pulls_of_one_registry_fetch_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = config(&format!("[ecr]\ncache_dir = {:?}", dir.path()));
+    let e = env(&[]);
+    let r = Resolver::with_fetcher(&c, &e, Fake::new(12 * 3600));
+    let image = ImageRef::parse(&format!("{HOST}/app:1")).unwrap();
+    let other = ImageRef::parse("210987654321.dkr.ecr.eu-west-1.amazonaws.com/app:1").unwrap();
+    rt().block_on(async {
+        let (a, b, c) = tokio::join!(
+            r.credentials_for(&image),
+            r.credentials_for(&image),
+            r.credentials_for(&other)
+        );
+        assert_eq!(
+            a.unwrap().unwrap().password.as_deref(),
+            Some("123456789012-runner")
+        );
+        assert_eq!(b.unwrap().unwrap().serveraddress.as_deref(), Some(HOST));
+        assert_eq!(
+            c.unwrap().unwrap().password.as_deref(),
+            Some("210987654321-runner")
+        );
+    });
+    assert_eq!(r.fetcher.calls.load(Ordering::SeqCst), 2);
+}
+
+#[test]
+fn runner_tokens_are_cached_across_processes_job_tokens_are_not() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = config(&format!(
+        "[ecr]\ncache_dir = {:?}\nrole_arn = \"arn:aws:iam::1:role/ci\"",
+        dir.path()
+    ));
+    let runner = env(&[]);
+    for expected_calls in [1, 0] {
+        let r = Resolver::with_fetcher(&c, &runner, Fake::new(12 * 3600));
+        let t = r.ecr_target(HOST).unwrap();
+        let token = rt().block_on(r.ecr_token(&t)).unwrap();
+        assert_eq!(r.fetcher.calls.load(Ordering::SeqCst), expected_calls);
+        let source = if expected_calls == 1 {
+            Source::Aws
+        } else {
+            Source::Cache
+        };
+        assert_eq!(token.source, source);
+    }
+    let job = env(&[("CUSTOM_ENV_ECR_ID_TOKEN", "eyJ.jwt.sig")]);
+    for _ in 0..2 {
+        let r = Resolver::with_fetcher(&c, &job, Fake::new(12 * 3600));
+        let t = r.ecr_target(HOST).unwrap();
+        let token = rt().block_on(r.ecr_token(&t)).unwrap();
+        assert_eq!(
+            r.fetcher.calls.load(Ordering::SeqCst),
+            1,
+            "job tokens are never reused"
+        );
+        assert_eq!(token.source, Source::Aws);
+    }
+    // Only the runner token is on disk.
+    let entries = std::fs::read_dir(dir.path())
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".json"))
+        .count();
+    assert_eq!(entries, 1);
+}
+
+#[test]
+fn short_lived_tokens_are_not_cached() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = config(&format!("[ecr]\ncache_dir = {:?}", dir.path()));
+    let e = env(&[]);
+    for _ in 0..2 {
+        let r = Resolver::with_fetcher(&c, &e, Fake::new(60));
+        let t = r.ecr_target(HOST).unwrap();
+        rt().block_on(r.ecr_token(&t)).unwrap();
+        assert_eq!(r.fetcher.calls.load(Ordering::SeqCst), 1);
+    }
+}
+
+#[test]
+fn docker_auth_config_job_beats_runner() {
+    let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+    let job = format!(
+        r#"{{"auths":{{"reg.example.com":{{"auth":"{}"}}}}}}"#,
+        b64("job:jobpw")
+    );
+    let runner = format!(
+        r#"{{"auths":{{"reg.example.com":{{"auth":"{}"}},"other.example.com":{{"auth":"{}"}}}}}}"#,
+        b64("runner:runnerpw"),
+        b64("r2:pw2")
+    );
+    let e = env(&[
+        ("CUSTOM_ENV_DOCKER_AUTH_CONFIG", &job),
+        ("DOCKER_AUTH_CONFIG", &runner),
+    ]);
+    let c = config("");
+    let r = Resolver::with_fetcher(&c, &e, Fake::new(0));
+    let creds = |image: &str| {
+        rt().block_on(r.credentials_for(&ImageRef::parse(image).unwrap()))
+            .unwrap()
+            .map(|c| c.username.unwrap())
+    };
+    assert_eq!(creds("reg.example.com/a:1").as_deref(), Some("job"));
+    assert_eq!(creds("other.example.com/a:1").as_deref(), Some("r2"));
+    assert_eq!(creds("third.example.com/a:1"), None);
+    assert_eq!(r.fetcher.calls.load(Ordering::SeqCst), 0);
+
+    let bad = env(&[("CUSTOM_ENV_DOCKER_AUTH_CONFIG", "{oops")]);
+    let r = Resolver::with_fetcher(&c, &bad, Fake::new(0));
+    let err = rt()
+        .block_on(r.credentials_for(&ImageRef::parse("reg.example.com/a").unwrap()))
+        .unwrap_err();
+    assert!(
+        matches!(err, Error::DockerAuthConfig { from_job: true, .. }),
+        "{err}"
+    );
+}

@@ -1,0 +1,418 @@
+//! Pulling private ECR images: against moto and two authenticated registries for the happy
+//! paths, and against the fault-injecting fake for caching, STS refusals, throttling and
+//! endpoints that hang.
+
+use std::os::unix::fs::PermissionsExt;
+use std::time::{Duration, Instant};
+
+use base64::Engine;
+use serde_json::json;
+
+use crate::fake_aws::{FakeAws, Reply, STS_SECRET_KEY, STS_SESSION_TOKEN};
+use crate::harness::*;
+
+/// A job whose image must really be pulled (policy `always`), from a loopback registry.
+fn pulling(image: &str) -> JobBuilder {
+    Job::builder(image).payload_image(json!({"name": image, "pull_policy": ["always"]}))
+}
+
+fn b64(s: &str) -> String {
+    base64::engine::general_purpose::STANDARD.encode(s)
+}
+
+const JOB_ROLE: &str = "arn:aws:iam::210987654321:role/gitlab-ci";
+const ID_TOKEN: &str = "eyJhbGciOiJSUzI1NiJ9.ECR-EXECUTOR-TEST-ID-TOKEN-PAYLOAD.c2lnbmF0dXJl";
+
+#[test]
+fn a_plain_pull_fails_with_no_basic_auth_credentials() {
+    let image = format!(
+        "127.0.0.1:{}/ecr-executor-test/busybox:latest",
+        world().runner_port
+    );
+    let job = pulling(&image).build();
+    let out = job.prepare();
+    out.assert_code(SYSTEM_FAILURE);
+    assert!(
+        out.stderr.contains("no basic auth credentials"),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        out.stderr.contains("[[registry]]"),
+        "the message points at the fix: {}",
+        out.stderr
+    );
+}
+
+#[test]
+fn runner_identity_pulls_from_ecr() {
+    let w = world();
+    let job = pulling(&w.ecr_image(RUNNER_ACCOUNT))
+        .aws(&w.moto)
+        .config("[ecr]\ncache_dir = \"@TMP@/cache\"")
+        .build();
+    let prepare = job.prepare();
+    prepare.assert_ok();
+    assert!(prepare.stdout().contains("as AWS"), "{}", prepare.stdout());
+    let build = job.run("build_script", "echo pulled-from-ecr");
+    build.assert_ok();
+    assert!(build.stdout().contains("pulled-from-ecr"));
+}
+
+#[test]
+fn job_identity_pulls_with_the_assumed_roles_account() {
+    let w = world();
+    let job = pulling(&w.ecr_image(JOB_ACCOUNT))
+        .aws(&w.moto)
+        .var("ECR_ID_TOKEN", ID_TOKEN)
+        .config(&format!(
+            "[ecr]\nidentity = \"job\"\nrole_arn = \"{JOB_ROLE}\"\ncache_dir = \"@TMP@/cache\""
+        ))
+        .build();
+    job.prepare_ok();
+    job.run("build_script", "echo ok").assert_ok();
+    assert!(
+        !job.tmp.path().join("cache").exists()
+            || std::fs::read_dir(job.tmp.path().join("cache"))
+                .unwrap()
+                .count()
+                == 0,
+        "job-identity tokens are never cached"
+    );
+}
+
+#[test]
+fn runner_identity_can_assume_a_cross_account_role() {
+    let w = world();
+    let job = pulling(&w.ecr_image(JOB_ACCOUNT))
+        .aws(&w.moto)
+        .config(&format!(
+            "[ecr]\nidentity = \"runner\"\ncache_dir = \"@TMP@/cache\"\n[[registry]]\nhost = \"{}\"\nrole_arn = \"arn:aws:iam::{JOB_ACCOUNT}:role/puller\"",
+            w.ecr_host(JOB_ACCOUNT)
+        ))
+        .build();
+    job.prepare_ok();
+}
+
+#[test]
+fn a_registry_alias_is_treated_as_ecr() {
+    let w = world();
+    let host = format!("127.0.0.1:{}", w.runner_port);
+    let job = pulling(&format!("{host}/ecr-executor-test/busybox:latest"))
+        .aws(&w.moto)
+        .config(&format!(
+            "[ecr]\ncache_dir = \"@TMP@/cache\"\n[[registry]]\nhost = \"{host}\"\nregistry_id = \"{RUNNER_ACCOUNT}\"\nregion = \"{REGION}\""
+        ))
+        .build();
+    job.prepare_ok();
+}
+
+#[test]
+fn docker_auth_config_serves_other_registries_job_variable_first() {
+    let w = world();
+    let host = format!("127.0.0.1:{}", w.job_port);
+    let image = format!("{host}/ecr-executor-test/busybox:latest");
+    let good = json!({"auths": {&host: {"auth": b64(&format!("AWS:{JOB_ACCOUNT}-auth-token"))}}})
+        .to_string();
+    let bad = json!({"auths": {&host: {"auth": b64("AWS:wrong")}}}).to_string();
+    let job = pulling(&image)
+        .var("DOCKER_AUTH_CONFIG", &good)
+        .runner_env("DOCKER_AUTH_CONFIG", &bad)
+        .build();
+    job.prepare_ok();
+
+    let job = pulling(&image)
+        .var("DOCKER_AUTH_CONFIG", "{not json")
+        .build();
+    let out = job.prepare();
+    out.assert_code(BUILD_FAILURE);
+    assert!(out.stderr.contains("DOCKER_AUTH_CONFIG"), "{}", out.stderr);
+}
+
+fn cache_entries(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    std::fs::read_dir(dir)
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.path())
+                .filter(|p| p.extension().is_some_and(|x| x == "json"))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[test]
+fn a_warm_cache_serves_the_next_job_without_aws_calls() {
+    let fake = FakeAws::start();
+    let cache = tempfile::tempdir().unwrap();
+    let cache_dir = cache.path().join("ecr");
+    let config = format!("[ecr]\ncache_dir = {cache_dir:?}");
+    let image = world().ecr_image(RUNNER_ACCOUNT);
+
+    let first = pulling(&image).aws(&fake.url).config(&config).build();
+    first.prepare_ok();
+    assert_eq!(fake.calls("GetAuthorizationToken"), 1);
+    let second = pulling(&image).aws(&fake.url).config(&config).build();
+    second.prepare_ok();
+    assert_eq!(
+        fake.calls("GetAuthorizationToken"),
+        1,
+        "the second job used the cache"
+    );
+
+    let check = second.driver(&["auth", "check", &image]);
+    check.assert_ok();
+    assert!(
+        check.stdout().contains("source:   cache"),
+        "{}",
+        check.stdout()
+    );
+    assert!(
+        check.stdout().contains("identity: runner"),
+        "{}",
+        check.stdout()
+    );
+    assert!(
+        !check.stdout().contains("auth-token"),
+        "auth check never prints the token"
+    );
+    assert_eq!(fake.calls("GetAuthorizationToken"), 1);
+
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&cache_dir), 0o700);
+    let entries = cache_entries(&cache_dir);
+    assert_eq!(entries.len(), 1);
+    for file in std::fs::read_dir(&cache_dir).unwrap().flatten() {
+        assert_eq!(mode(&file.path()), 0o600, "{}", file.path().display());
+    }
+    let name = entries[0]
+        .file_name()
+        .unwrap()
+        .to_string_lossy()
+        .into_owned();
+    assert!(
+        !name.contains("testing") && !name.contains(RUNNER_ACCOUNT),
+        "{name}"
+    );
+    let entry = std::fs::read_to_string(&entries[0]).unwrap();
+    assert!(
+        !entry.contains("testing"),
+        "the cache never holds the access key: {entry}"
+    );
+}
+
+#[test]
+fn job_identity_tokens_are_never_reused_by_another_job() {
+    let fake = FakeAws::start();
+    let cache = tempfile::tempdir().unwrap();
+    let config = format!(
+        "[ecr]\nidentity = \"job\"\nrole_arn = \"{JOB_ROLE}\"\ncache_dir = {:?}",
+        cache.path()
+    );
+    let image = world().ecr_image(JOB_ACCOUNT);
+    for n in 1..=2 {
+        let job = pulling(&image)
+            .aws(&fake.url)
+            .var("ECR_ID_TOKEN", ID_TOKEN)
+            .config(&config)
+            .build();
+        job.prepare_ok();
+        assert_eq!(fake.calls("AssumeRoleWithWebIdentity"), n);
+        assert_eq!(fake.calls("GetAuthorizationToken"), n);
+    }
+    assert!(cache_entries(cache.path()).is_empty());
+}
+
+#[test]
+fn sts_refusals_are_build_failures_with_the_likely_cause() {
+    let fake = FakeAws::start();
+    let image = world().ecr_image(JOB_ACCOUNT);
+    for (status, code, hint) in [
+        (400, "InvalidIdentityToken", "aud"),
+        (400, "ExpiredTokenException", "expired"),
+        (403, "IDPRejectedClaim", "claim"),
+        (403, "AccessDenied", "`sub` condition"),
+    ] {
+        fake.reply("AssumeRoleWithWebIdentity", Reply::Error(status, code));
+        let job = pulling(&image)
+            .aws(&fake.url)
+            .var("ECR_ID_TOKEN", ID_TOKEN)
+            .config(&format!("[ecr]\nrole_arn = \"{JOB_ROLE}\"\ncache = false"))
+            .build();
+        let out = job.prepare();
+        out.assert_code(BUILD_FAILURE);
+        for expected in [code, hint, JOB_ROLE] {
+            assert!(
+                out.stderr.contains(expected),
+                "{code}: missing {expected:?} in {}",
+                out.stderr
+            );
+        }
+        assert!(!out.all().contains(ID_TOKEN));
+    }
+    assert_eq!(fake.calls("GetAuthorizationToken"), 0);
+}
+
+#[test]
+fn a_job_identity_without_token_shows_the_yaml_to_add() {
+    let job = pulling(&world().ecr_image(JOB_ACCOUNT))
+        .config(&format!(
+            "[ecr]\nidentity = \"job\"\nrole_arn = \"{JOB_ROLE}\""
+        ))
+        .build();
+    let out = job.prepare();
+    out.assert_code(BUILD_FAILURE);
+    assert!(
+        out.stderr
+            .contains("id_tokens:\n    ECR_ID_TOKEN:\n      aud:"),
+        "{}",
+        out.stderr
+    );
+}
+
+#[test]
+fn throttling_and_server_errors_are_retried_then_system_failures() {
+    let fake = FakeAws::start();
+    let image = world().ecr_image(RUNNER_ACCOUNT);
+    let config = "[ecr]\ncache = false\nmax_attempts = 3";
+    // (reply, total calls after it): transient errors are retried, a refusal is not.
+    for (status, code, calls) in [
+        (400, "ThrottlingException", 3),
+        (500, "ServerException", 6),
+        (400, "AccessDeniedException", 7),
+    ] {
+        fake.reply("GetAuthorizationToken", Reply::Error(status, code));
+        let out = pulling(&image)
+            .aws(&fake.url)
+            .config(config)
+            .build()
+            .prepare();
+        out.assert_code(SYSTEM_FAILURE);
+        assert!(out.stderr.contains(code), "{}", out.stderr);
+        assert_eq!(fake.calls("GetAuthorizationToken"), calls, "after {code}");
+    }
+}
+
+#[test]
+fn an_endpoint_that_never_answers_does_not_hang() {
+    let fake = FakeAws::start();
+    fake.reply("GetAuthorizationToken", Reply::Hang);
+    let job = pulling(&world().ecr_image(RUNNER_ACCOUNT))
+        .aws(&fake.url)
+        .config("[ecr]\ncache = false\ntimeout_seconds = 1\nmax_attempts = 2")
+        .build();
+    let start = Instant::now();
+    let out = job.prepare();
+    out.assert_code(SYSTEM_FAILURE);
+    assert!(
+        start.elapsed() < Duration::from_secs(20),
+        "took {:?}",
+        start.elapsed()
+    );
+    assert!(out.stderr.contains("did not answer"), "{}", out.stderr);
+}
+
+#[test]
+fn thirty_two_concurrent_prepares_share_one_cache_entry() {
+    let fake = FakeAws::start();
+    fake.reply(
+        "GetAuthorizationToken",
+        Reply::Delay(Duration::from_millis(300)),
+    );
+    let cache = tempfile::tempdir().unwrap();
+    let config = format!("[ecr]\ncache_dir = {:?}", cache.path());
+    let image = world().ecr_image(RUNNER_ACCOUNT);
+    let jobs: Vec<Job> = (0..32)
+        .map(|_| pulling(&image).aws(&fake.url).config(&config).build())
+        .collect();
+    let running: Vec<Running> = jobs.iter().map(Job::spawn_prepare).collect();
+    for run in running {
+        run.wait(Duration::from_secs(240)).assert_ok();
+    }
+    assert_eq!(
+        fake.calls("GetAuthorizationToken"),
+        1,
+        "one process fetched, 31 waited for it"
+    );
+    let entries = cache_entries(cache.path());
+    assert_eq!(entries.len(), 1);
+    let entry: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&entries[0]).unwrap()).expect("valid JSON");
+    assert_eq!(entry["registry_id"], RUNNER_ACCOUNT);
+}
+
+#[test]
+fn secrets_never_leave_the_driver() {
+    let fake = FakeAws::start();
+    let image = world().ecr_image(JOB_ACCOUNT);
+    let password = format!("{JOB_ACCOUNT}-auth-token");
+    let secrets = [
+        ID_TOKEN.to_owned(),
+        password.clone(),
+        b64(&format!("AWS:{password}")),
+        STS_SECRET_KEY.to_owned(),
+        STS_SESSION_TOKEN.to_owned(),
+    ];
+    let cache = tempfile::tempdir().unwrap();
+    let job = pulling(&image)
+        .aws(&fake.url)
+        .var("ECR_ID_TOKEN", ID_TOKEN)
+        .var("FF_NETWORK_PER_BUILD", "true")
+        .config(&format!(
+            "[ecr]\nrole_arn = \"{JOB_ROLE}\"\ncache_dir = {:?}",
+            cache.path()
+        ))
+        .build();
+    job.config_stage().assert_ok();
+    job.prepare_ok();
+    job.run("get_sources", "ps -o args; echo sources")
+        .assert_ok();
+    job.run(
+        "build_script",
+        "ps -o args; cat /proc/1/cmdline; echo build",
+    )
+    .assert_ok();
+    job.run("after_script", "echo after").assert_ok();
+    let mut inspected = Vec::new();
+    for container in [job.build_container(), format!("{}-helper", job.key())] {
+        inspected.extend(docker(&["inspect", &container]));
+    }
+    inspected.extend(docker(&[
+        "network",
+        "inspect",
+        &format!("{}-network", job.key()),
+    ]));
+    job.driver(&["auth", "check", &image]).assert_ok();
+    job.cleanup().assert_ok();
+
+    let printed = String::from_utf8_lossy(&job.everything_printed()).into_owned();
+    let inspected = inspected.join("\n");
+    for secret in &secrets {
+        assert!(!printed.contains(secret.as_str()), "printed: {secret}");
+        assert!(
+            !inspected.contains(secret.as_str()),
+            "in docker inspect: {secret}"
+        );
+    }
+    assert!(printed.contains("build"), "the job did run");
+    assert!(
+        cache_entries(cache.path()).is_empty(),
+        "nothing written for job identity"
+    );
+    assert_no_leftovers(&job);
+}
+
+#[test]
+fn ecr_public_uses_its_own_api_in_us_east_1() {
+    let fake = FakeAws::start();
+    let job = Job::builder(BUSYBOX)
+        .aws(&fake.url)
+        .config("[ecr]\ncache = false")
+        .build();
+    let out = job.driver(&["auth", "check", "public.ecr.aws/docker/library/alpine:3"]);
+    out.assert_ok();
+    let text = out.stdout();
+    assert!(text.contains("ECR Public (region us-east-1"), "{text}");
+    assert!(!text.contains("public-auth-token"));
+    assert_eq!(fake.calls("ecr-public"), 1);
+    assert_eq!(fake.calls("GetAuthorizationToken"), 0);
+}
