@@ -143,6 +143,12 @@ impl JobBuilder {
             .runner_env("AWS_EC2_METADATA_DISABLED", "true")
     }
 
+    /// Replaces the whole driver config (instead of starting from [`BASE_CONFIG`]).
+    pub fn only_config(mut self, text: &str) -> Self {
+        self.config = text.to_owned();
+        self
+    }
+
     /// Appends lines to the driver config; `@TMP@` stands for the job's temp dir.
     pub fn config(mut self, extra: &str) -> Self {
         self.config.push_str(extra);

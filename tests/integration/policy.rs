@@ -4,8 +4,11 @@ use crate::harness::*;
 
 #[test]
 fn job_pull_policy_outside_the_allowed_list_is_a_build_failure() {
+    // allowed_pull_policies defaults to pull_policy.
+    let config = format!("helper_image = \"{HELPER}\"\npull_policy = [\"if-not-present\"]");
     let job = Job::builder(BUSYBOX)
-        .payload_image(serde_json::json!({"name": BUSYBOX, "pull_policy": ["always"]}))
+        .only_config(&config)
+        .payload_image(serde_json::json!({"name": BUSYBOX, "pull_policy": ["never"]}))
         .build();
     let out = job.prepare();
     out.assert_code(BUILD_FAILURE);
@@ -17,7 +20,8 @@ fn job_pull_policy_outside_the_allowed_list_is_a_build_failure() {
     assert!(!job.exit_code_file().exists());
 
     let allowed = Job::builder(BUSYBOX)
-        .payload_image(serde_json::json!({"name": BUSYBOX, "pull_policy": ["never"]}))
+        .only_config(&config)
+        .payload_image(serde_json::json!({"name": BUSYBOX, "pull_policy": ["if-not-present"]}))
         .build();
     allowed.prepare_ok();
 }
