@@ -3,7 +3,7 @@
 # for them (the caller evals them). Stop them with: kill $ECR_EXECUTOR_TEST_PIDS
 #   - moto (AWS emulator: STS, ECR) from PyPI, in a cached virtualenv;
 #   - two Debian `docker-registry` instances with htpasswd auth (user AWS), one per test
-#     account, holding the busybox test image; their passwords are what moto hands out
+#     account, holding the busybox and helper test images; their passwords are what moto hands out
 #     (`<account>-auth-token`);
 #   - /etc/hosts names so that real ECR hostnames of those accounts reach them.
 set -euo pipefail
@@ -66,12 +66,15 @@ YML
   wait_http "http://127.0.0.1:$port/v2/" 401
   # Push the test image with a throwaway client config, then forget it locally so that
   # pulls under test really pull.
-  local cfg="$run/docker-config-$account" ref="127.0.0.1:$port/ecr-executor-test/busybox:latest"
+  local cfg="$run/docker-config-$account" image ref
   mkdir -p "$cfg"
   echo "$account-auth-token" | DOCKER_CONFIG=$cfg docker login -u AWS --password-stdin "127.0.0.1:$port" >/dev/null 2>&1
-  docker tag ecr-executor-test/busybox:latest "$ref"
-  DOCKER_CONFIG=$cfg docker push -q "$ref" >/dev/null
-  docker rmi "$ref" >/dev/null
+  for image in busybox helper; do
+    ref="127.0.0.1:$port/ecr-executor-test/$image:latest"
+    docker tag "ecr-executor-test/$image:latest" "$ref"
+    DOCKER_CONFIG=$cfg docker push -q "$ref" >/dev/null
+    docker rmi "$ref" >/dev/null
+  done
   rm -rf "$cfg"
   REGISTRY_PORT=$port
 }

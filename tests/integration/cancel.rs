@@ -2,6 +2,7 @@
 
 use std::time::{Duration, Instant};
 
+use crate::fake_aws::{FakeAws, Reply};
 use crate::harness::*;
 
 #[test]
@@ -31,6 +32,37 @@ fn sigterm_stops_a_running_build_script_and_its_processes() {
         "still running: {ps:?}"
     );
 
+    job.cleanup().assert_ok();
+    assert_no_leftovers(&job);
+}
+
+#[test]
+fn sigterm_aborts_prepare_and_cleanup_leaves_nothing() {
+    let fake = FakeAws::start();
+    fake.reply("GetAuthorizationToken", Reply::Hang);
+    let image = world().ecr_image(RUNNER_ACCOUNT);
+    let job = Job::builder(&image)
+        .payload_image(serde_json::json!({"name": image, "pull_policy": ["always"]}))
+        .aws(&fake.url)
+        .config("[ecr]\ncache = false\ntimeout_seconds = 120")
+        .build();
+    let running = job.spawn_prepare();
+    let start = Instant::now();
+    while fake.calls("GetAuthorizationToken") == 0 {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "prepare never asked for a token"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    running.signal_group(libc::SIGTERM);
+    let out = running.wait(Duration::from_secs(10));
+    out.assert_code(SYSTEM_FAILURE);
+    assert!(
+        out.stderr.contains("prepare was cancelled"),
+        "{}",
+        out.stderr
+    );
     job.cleanup().assert_ok();
     assert_no_leftovers(&job);
 }

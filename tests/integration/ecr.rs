@@ -416,3 +416,37 @@ fn ecr_public_uses_its_own_api_in_us_east_1() {
     assert_eq!(fake.calls("ecr-public"), 1);
     assert_eq!(fake.calls("GetAuthorizationToken"), 0);
 }
+
+#[test]
+fn job_and_helper_images_on_two_registries_are_authenticated_concurrently() {
+    let fake = FakeAws::start();
+    fake.reply(
+        "GetAuthorizationToken",
+        Reply::Delay(Duration::from_millis(500)),
+    );
+    let w = world();
+    let helper = format!(
+        "{}/ecr-executor-test/helper:latest",
+        w.ecr_host(JOB_ACCOUNT)
+    );
+    // Only this test uses the helper from the registry: make sure it is really pulled.
+    let _ = std::process::Command::new("docker")
+        .args(["rmi", &helper])
+        .output();
+    let job = pulling(&w.ecr_image(RUNNER_ACCOUNT))
+        .aws(&fake.url)
+        .only_config(&format!(
+            "helper_image = \"{helper}\"\nallowed_pull_policies = [\"always\"]\n[ecr]\ncache = false"
+        ))
+        .build();
+    job.prepare_ok();
+    assert_eq!(fake.calls("GetAuthorizationToken"), 2);
+    assert_eq!(
+        fake.max_in_flight(),
+        2,
+        "both registries were resolved at the same time"
+    );
+    let out = job.run("get_sources", "gitlab-runner --version");
+    out.assert_ok();
+    assert!(out.stdout().contains("stand-in"), "{}", out.all());
+}

@@ -33,6 +33,8 @@ pub const STS_SESSION_TOKEN: &str = "FAKESTSSESSIONTOKEN0123456789SESSION";
 struct State {
     replies: HashMap<&'static str, Reply>,
     calls: HashMap<String, usize>,
+    in_flight: usize,
+    max_in_flight: usize,
 }
 
 pub struct FakeAws {
@@ -68,6 +70,11 @@ impl FakeAws {
     pub fn reply(&self, action: &'static str, reply: Reply) -> &Self {
         self.state.lock().unwrap().replies.insert(action, reply);
         self
+    }
+
+    /// The most requests that were being answered at the same time.
+    pub fn max_in_flight(&self) -> usize {
+        self.state.lock().unwrap().max_in_flight
     }
 
     /// How many requests of `action` arrived.
@@ -128,6 +135,8 @@ fn serve(conn: TcpStream, state: &Mutex<State>, stop: &AtomicBool) {
         let reply = {
             let mut s = state.lock().unwrap();
             *s.calls.entry(action.clone()).or_default() += 1;
+            s.in_flight += 1;
+            s.max_in_flight = s.max_in_flight.max(s.in_flight);
             s.replies.get(action.as_str()).cloned().unwrap_or(Reply::Ok)
         };
         let response = match reply {
@@ -144,6 +153,7 @@ fn serve(conn: TcpStream, state: &Mutex<State>, stop: &AtomicBool) {
             Reply::Ok => success(&action, &body),
             Reply::Error(status, code) => error(&action, status, code),
         };
+        state.lock().unwrap().in_flight -= 1;
         if out.write_all(response.as_bytes()).is_err() {
             return;
         }
