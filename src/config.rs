@@ -3,6 +3,7 @@
 //! Unknown keys are errors, so a typo never silently falls back to a default.
 //! `runner-config/ecr-executor.toml` is the commented reference.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
@@ -31,6 +32,26 @@ pub struct Config {
     pub cache_dir: String,
     /// Give every job its own Docker network, as `FF_NETWORK_PER_BUILD` does.
     pub network_per_job: bool,
+    /// User for the build container; takes precedence over the job's `image: docker: user`.
+    pub user: Option<String>,
+    /// Image patterns jobs may use (doublestar globs, `!` excludes). Empty: any.
+    pub allowed_images: Vec<String>,
+    /// Service image patterns jobs may use. Empty: any.
+    pub allowed_services: Vec<String>,
+    /// Users a job may ask for with `image: docker: user`. Empty: any.
+    pub allowed_users: Vec<String>,
+    /// Run the build and service containers privileged.
+    pub privileged: bool,
+    /// With `privileged`, only images matching these patterns may run. Empty: any.
+    pub allowed_privileged_images: Vec<String>,
+    /// Refuse jobs that override the image's ENTRYPOINT.
+    pub disable_entrypoint_overwrite: bool,
+    /// Seconds to wait for each service's TCP ports (0: do not wait).
+    pub wait_for_services_timeout: u64,
+    #[serde(flatten)]
+    pub container: ContainerSettings,
+    /// `[services]`: limits for service containers.
+    pub services: ServiceSettings,
     pub docker: DockerConfig,
     /// `[ecr]`: how the driver authenticates to ECR registries by default.
     pub ecr: EcrConfig,
@@ -49,11 +70,70 @@ impl Default for Config {
             builds_dir: "/builds".into(),
             cache_dir: "/cache".into(),
             network_per_job: false,
+            user: None,
+            allowed_images: Vec::new(),
+            allowed_services: Vec::new(),
+            allowed_users: Vec::new(),
+            privileged: false,
+            allowed_privileged_images: Vec::new(),
+            disable_entrypoint_overwrite: false,
+            wait_for_services_timeout: 30,
+            container: ContainerSettings::default(),
+            services: ServiceSettings::default(),
             docker: DockerConfig::default(),
             ecr: EcrConfig::default(),
             registries: Vec::new(),
         }
     }
+}
+
+/// Settings of the build and helper containers (top-level keys, named as in the Docker
+/// executor's `[runners.docker]`). Sizes accept `512m`, `2g` or a number of bytes.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct ContainerSettings {
+    /// `/path` (anonymous volume), `name:/path[:ro]` (named) or `/host:/path[:ro]` (bind).
+    pub volumes: Vec<String>,
+    /// Mount point → tmpfs options.
+    pub tmpfs: BTreeMap<String, String>,
+    #[serde(deserialize_with = "units::cpus")]
+    pub cpus: Option<i64>,
+    #[serde(deserialize_with = "units::bytes")]
+    pub memory: Option<i64>,
+    #[serde(deserialize_with = "units::bytes")]
+    pub memory_swap: Option<i64>,
+    #[serde(deserialize_with = "units::bytes")]
+    pub shm_size: Option<i64>,
+    pub cap_add: Vec<String>,
+    pub cap_drop: Vec<String>,
+    pub security_opt: Vec<String>,
+    /// `/dev/host[:/dev/container[:rwm]]`.
+    pub devices: Vec<String>,
+    pub dns: Vec<String>,
+    pub dns_search: Vec<String>,
+    /// `host:ip` entries for /etc/hosts.
+    pub extra_hosts: Vec<String>,
+    /// Docker network mode when the job has no network of its own (e.g. `host`).
+    pub network_mode: Option<String>,
+    /// MTU of the per-job network.
+    pub network_mtu: Option<u32>,
+}
+
+/// `[services]`: limits for service containers.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServiceSettings {
+    #[serde(deserialize_with = "units::cpus")]
+    pub cpus: Option<i64>,
+    #[serde(deserialize_with = "units::bytes")]
+    pub memory: Option<i64>,
+    #[serde(deserialize_with = "units::bytes")]
+    pub memory_swap: Option<i64>,
+    #[serde(deserialize_with = "units::bytes")]
+    pub shm_size: Option<i64>,
+    pub tmpfs: BTreeMap<String, String>,
+    /// Default: the top-level `privileged`.
+    pub privileged: Option<bool>,
 }
 
 /// `[docker]`: how to reach the engine.
@@ -62,6 +142,76 @@ impl Default for Config {
 pub struct DockerConfig {
     /// `unix:///path` or `tcp://host:port`. Default: `DOCKER_HOST`, then the local socket.
     pub host: Option<String>,
+    /// Use TLS for `tcp://` and verify the daemon (default: `DOCKER_TLS_VERIFY`).
+    pub tls_verify: Option<bool>,
+    /// Directory with `ca.pem`, `cert.pem`, `key.pem` (default: `DOCKER_CERT_PATH`, then
+    /// `~/.docker`).
+    pub cert_path: Option<PathBuf>,
+}
+
+/// Parsers for sizes and CPU counts written as in Docker's CLI.
+mod units {
+    use serde::{Deserialize, Deserializer, de::Error};
+
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Value {
+        Int(i64),
+        Float(f64),
+        Text(String),
+    }
+
+    /// `512m`, `1.5g`, `1024` (bytes).
+    pub fn parse_bytes(text: &str) -> Result<i64, String> {
+        let t = text.trim().to_ascii_lowercase();
+        let t = t.strip_suffix('b').unwrap_or(&t);
+        let (number, unit) = match t.char_indices().find(|(_, c)| c.is_ascii_alphabetic()) {
+            Some((i, _)) => (&t[..i], &t[i..]),
+            None => (t, ""),
+        };
+        let factor: f64 = match unit {
+            "" => 1.0,
+            "k" => 1024.0,
+            "m" => 1024.0 * 1024.0,
+            "g" => 1024.0 * 1024.0 * 1024.0,
+            "t" => 1024.0 * 1024.0 * 1024.0 * 1024.0,
+            _ => return Err(format!("{text:?} is not a size (use b, k, m, g or t)")),
+        };
+        let n: f64 = number
+            .trim()
+            .parse()
+            .map_err(|_| format!("{text:?} is not a size"))?;
+        if !(n >= 0.0) || n * factor > i64::MAX as f64 {
+            return Err(format!("{text:?} is out of range"));
+        }
+        Ok((n * factor) as i64)
+    }
+
+    pub fn bytes<'de, D: Deserializer<'de>>(d: D) -> Result<Option<i64>, D::Error> {
+        match Value::deserialize(d)? {
+            Value::Int(n) if n >= 0 => Ok(Some(n)),
+            Value::Text(t) => parse_bytes(&t).map(Some).map_err(D::Error::custom),
+            _ => Err(D::Error::custom(
+                "expected a size like \"512m\" or a number of bytes",
+            )),
+        }
+    }
+
+    /// CPUs as nano-CPUs: `1.5` or `"1.5"`.
+    pub fn cpus<'de, D: Deserializer<'de>>(d: D) -> Result<Option<i64>, D::Error> {
+        let n = match Value::deserialize(d)? {
+            Value::Int(n) => n as f64,
+            Value::Float(f) => f,
+            Value::Text(t) => t
+                .trim()
+                .parse()
+                .map_err(|_| D::Error::custom(format!("{t:?} is not a number of CPUs")))?,
+        };
+        if !(n > 0.0 && n <= 4096.0) {
+            return Err(D::Error::custom("cpus must be between 0 and 4096"));
+        }
+        Ok(Some((n * 1e9) as i64))
+    }
 }
 
 /// Whose AWS identity fetches an ECR token.
@@ -210,6 +360,27 @@ impl Config {
                 return Err(format!("{at}: `registry_id` must be a 12-digit account id"));
             }
         }
+        for volume in &config.container.volumes {
+            let target = match volume.split(':').collect::<Vec<_>>()[..] {
+                [t] | [_, t] | [_, t, _] => t,
+                _ => "",
+            };
+            if !target.starts_with('/') {
+                return Err(format!(
+                    "`volumes`: {volume:?} is not `/path`, `name:/path[:mode]` or `/host:/path[:mode]`"
+                ));
+            }
+        }
+        for (key, patterns) in [
+            ("allowed_images", &config.allowed_images),
+            ("allowed_services", &config.allowed_services),
+            (
+                "allowed_privileged_images",
+                &config.allowed_privileged_images,
+            ),
+        ] {
+            crate::policy::AllowList::new(key, patterns)?;
+        }
         if config.ecr.max_attempts == 0 || config.ecr.timeout_seconds == 0 {
             return Err("`[ecr] max_attempts` and `timeout_seconds` must be at least 1".into());
         }
@@ -300,6 +471,43 @@ mod tests {
                 .unwrap_err()
                 .contains("role")
         );
+    }
+
+    #[test]
+    fn container_settings() {
+        let c = Config::parse(
+            r#"
+            cpus = 1.5
+            memory = "512m"
+            memory_swap = "1g"
+            shm_size = 67108864
+            volumes = ["/cache2", "shared:/shared:ro", "/srv/data:/data"]
+            tmpfs = { "/scratch" = "rw,size=64m" }
+            cap_drop = ["NET_RAW"]
+            extra_hosts = ["db.local:10.0.0.5"]
+            [services]
+            memory = "256M"
+            cpus = "0.5"
+            "#,
+        )
+        .unwrap();
+        assert_eq!(c.container.cpus, Some(1_500_000_000));
+        assert_eq!(c.container.memory, Some(512 * 1024 * 1024));
+        assert_eq!(c.container.memory_swap, Some(1024 * 1024 * 1024));
+        assert_eq!(c.container.shm_size, Some(64 * 1024 * 1024));
+        assert_eq!(c.services.memory, Some(256 * 1024 * 1024));
+        assert_eq!(c.services.cpus, Some(500_000_000));
+        assert_eq!(c.wait_for_services_timeout, 30);
+        for bad in [
+            "memory = \"lots\"",
+            "memory = -1",
+            "cpus = 0",
+            "volumes = [\"relative\"]",
+            "allowed_images = [\"a[\"]",
+            "[services]\nmemroy = \"1g\"",
+        ] {
+            assert!(Config::parse(bad).is_err(), "{bad} accepted");
+        }
     }
 
     #[test]

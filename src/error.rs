@@ -61,6 +61,16 @@ pub enum Error {
     PullPolicyNotAllowed { policy: PullPolicy, allowed: String },
 
     #[error(
+        "the {kind} {name:?} is not allowed by `{setting}` in the driver config; \
+         change the job's .gitlab-ci.yml or ask the runner's operator to change `{setting}`"
+    )]
+    NotAllowed {
+        kind: &'static str,
+        name: String,
+        setting: &'static str,
+    },
+
+    #[error(
         "cannot connect to the Docker daemon at {host}: {source}; \
          check that dockerd is running and that `[docker] host` / DOCKER_HOST point at it"
     )]
@@ -187,6 +197,7 @@ impl Error {
             | Error::NoImage
             | Error::InvalidImage { .. }
             | Error::PullPolicyNotAllowed { .. }
+            | Error::NotAllowed { .. }
             | Error::EntrypointExited { .. }
             | Error::NoIdToken { .. }
             | Error::NoJobRole { .. }

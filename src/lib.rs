@@ -19,5 +19,6 @@ pub mod image_ref;
 pub mod job;
 pub mod naming;
 pub mod output;
+pub mod policy;
 pub mod signals;
 pub mod stages;

@@ -26,6 +26,7 @@ pub enum Role {
     BuildsVolume,
     CacheVolume,
     Network,
+    Service,
 }
 
 impl Role {
@@ -36,6 +37,7 @@ impl Role {
             Role::BuildsVolume => "builds",
             Role::CacheVolume => "cache",
             Role::Network => "network",
+            Role::Service => "service",
         }
     }
 }
@@ -73,6 +75,11 @@ impl Names {
             hostname: hostname.trim_end_matches(['-', '.', '_']).to_owned(),
             job,
         }
+    }
+
+    /// Container name of the job's `index`-th service.
+    pub fn service(&self, index: usize) -> String {
+        format!("{}-svc{index}", self.job)
     }
 
     /// Labels for a per-job resource.

@@ -4,6 +4,7 @@
 use std::collections::HashMap;
 
 use bollard::Docker;
+use bollard::models::ImageInspect;
 
 use crate::auth::{Resolver, TokenFetcher};
 use bollard::query_parameters::CreateImageOptions;
@@ -17,13 +18,14 @@ use crate::output;
 
 /// Makes `image` available, trying `policies` in order (a later one is a fallback for an
 /// earlier failure, as in the Docker executor). Registry credentials are resolved only when
-/// a pull really happens. Returns the local image ID.
+/// a pull really happens. Returns the local image's inspect data.
 pub async fn ensure_image<F: TokenFetcher>(
     docker: &Docker,
     image: &ImageRef,
     policies: &[PullPolicy],
+    platform: Option<&str>,
     auth: &Resolver<'_, F>,
-) -> Result<String> {
+) -> Result<ImageInspect> {
     let reference = image.pull_reference();
     let mut last = None;
     for (i, policy) in policies.iter().enumerate() {
@@ -34,10 +36,10 @@ pub async fn ensure_image<F: TokenFetcher>(
                     None if *policy == PullPolicy::Never => Err(Error::ImageNotPresent {
                         image: reference.clone(),
                     }),
-                    None => pull(docker, image, auth).await,
+                    None => pull(docker, image, platform, auth).await,
                 }
             }
-            PullPolicy::Always => pull(docker, image, auth).await,
+            PullPolicy::Always => pull(docker, image, platform, auth).await,
         };
         match attempt {
             Ok(()) => {
@@ -62,10 +64,10 @@ pub async fn ensure_image<F: TokenFetcher>(
     }))
 }
 
-/// The local image ID, or `None` when the image is not on the host.
-async fn local_id(docker: &Docker, reference: &str) -> Result<Option<String>> {
+/// The local image, or `None` when it is not on the host.
+async fn local_id(docker: &Docker, reference: &str) -> Result<Option<ImageInspect>> {
     match docker.inspect_image(reference).await {
-        Ok(image) => Ok(Some(image.id.unwrap_or_default())),
+        Ok(image) => Ok(Some(image)),
         Err(e) if is_not_found(&e) => Ok(None),
         Err(e) => Err(Error::docker("inspect image", reference, e)),
     }
@@ -74,6 +76,7 @@ async fn local_id(docker: &Docker, reference: &str) -> Result<Option<String>> {
 async fn pull<F: TokenFetcher>(
     docker: &Docker,
     image: &ImageRef,
+    platform: Option<&str>,
     auth: &Resolver<'_, F>,
 ) -> Result<()> {
     let credentials = auth.credentials_for(image).await?;
@@ -88,6 +91,7 @@ async fn pull<F: TokenFetcher>(
     let reference = reference.as_str();
     let options = CreateImageOptions {
         from_image: Some(reference.to_owned()),
+        platform: platform.unwrap_or_default().to_owned(),
         ..Default::default()
     };
     let anonymous = credentials.is_none();

@@ -16,6 +16,8 @@ use crate::error::{Error, Result};
 pub struct JobPayload {
     pub id: Option<u64>,
     pub image: Option<ImageSpec>,
+    pub services: Vec<ServiceSpec>,
+    pub variables: Vec<JobVariable>,
 }
 
 /// `image:` of the job.
@@ -26,6 +28,78 @@ pub struct ImageSpec {
     /// `None` keeps the image's ENTRYPOINT; `[""]` clears it.
     pub entrypoint: Option<Vec<String>>,
     pub pull_policy: Option<Vec<PullPolicy>>,
+    pub executor_opts: Option<ExecutorOpts>,
+}
+
+/// `image: docker:` options (GitLab 16.6+).
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct ExecutorOpts {
+    pub docker: Option<DockerOpts>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct DockerOpts {
+    pub platform: Option<String>,
+    pub user: Option<String>,
+}
+
+/// One entry of `services:`.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct ServiceSpec {
+    pub name: String,
+    /// One or more aliases separated by commas or spaces.
+    pub alias: Option<String>,
+    pub entrypoint: Option<Vec<String>>,
+    pub command: Option<Vec<String>>,
+    pub pull_policy: Option<Vec<PullPolicy>>,
+    pub variables: Vec<JobVariable>,
+}
+
+impl ServiceSpec {
+    /// The service's aliases, as listed in `alias`.
+    pub fn aliases(&self) -> Vec<String> {
+        self.alias
+            .as_deref()
+            .unwrap_or_default()
+            .split([',', ' '])
+            .map(str::trim)
+            .filter(|a| !a.is_empty())
+            .map(str::to_owned)
+            .collect()
+    }
+
+    /// The services of `CUSTOM_ENV_CI_JOB_SERVICES` (name, first alias, entrypoint, command),
+    /// for runners that write no payload file.
+    pub fn parse_env_list(json: &str) -> Result<Vec<ServiceSpec>, String> {
+        if json.trim().is_empty() {
+            return Ok(Vec::new());
+        }
+        serde_json::from_str(json)
+            .map_err(|e| format!("CI_JOB_SERVICES is not a service list: {e}"))
+    }
+}
+
+/// A job variable. Its value can be a secret, so `Debug` shows only the key.
+#[derive(Clone, Default, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct JobVariable {
+    pub key: String,
+    pub value: String,
+    /// Public variables may be handed to service containers; masked or protected ones not.
+    pub public: bool,
+    pub file: bool,
+}
+
+impl std::fmt::Debug for JobVariable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JobVariable")
+            .field("key", &self.key)
+            .field("public", &self.public)
+            .finish_non_exhaustive()
+    }
 }
 
 impl JobPayload {
@@ -47,6 +121,14 @@ impl JobPayload {
         }
         // serde_json's messages carry line and column but never the offending value.
         serde_json::from_slice(bytes).map_err(|e| e.to_string())
+    }
+
+    /// `image: docker:` options of the job, if any.
+    pub fn docker_opts(&self) -> Option<&DockerOpts> {
+        self.image
+            .as_ref()
+            .and_then(|i| i.executor_opts.as_ref())
+            .and_then(|o| o.docker.as_ref())
     }
 
     /// The job image name from the payload, if the job has one.
@@ -78,6 +160,33 @@ mod tests {
             image.pull_policy,
             Some(vec![PullPolicy::IfNotPresent, PullPolicy::Always])
         );
+    }
+
+    #[test]
+    fn parses_services_and_variables_without_showing_values() {
+        let p = JobPayload::parse(
+            br#"{"services": [{"name": "redis:7", "alias": "cache, kv db", "command": ["redis-server"],
+                               "variables": [{"key": "A", "value": "1"}]}],
+                 "variables": [{"key": "S", "value": "hidden-value", "public": false, "masked": true}],
+                 "image": {"name": "x", "executor_opts": {"docker": {"platform": "linux/arm64", "user": "1000"}}}}"#,
+        )
+        .unwrap();
+        let svc = &p.services[0];
+        assert_eq!(svc.aliases(), ["cache", "kv", "db"]);
+        assert_eq!(
+            svc.command.as_deref(),
+            Some(&["redis-server".to_owned()][..])
+        );
+        assert_eq!(svc.variables[0].value, "1");
+        assert!(!format!("{p:?}").contains("hidden-value"));
+        assert_eq!(p.docker_opts().unwrap().user.as_deref(), Some("1000"));
+        let env = ServiceSpec::parse_env_list(
+            r#"[{"name":"postgres:16","alias":"db","entrypoint":null,"command":null}]"#,
+        )
+        .unwrap();
+        assert_eq!(env[0].aliases(), ["db"]);
+        assert!(ServiceSpec::parse_env_list("").unwrap().is_empty());
+        assert!(ServiceSpec::parse_env_list("{").is_err());
     }
 
     #[test]

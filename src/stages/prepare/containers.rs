@@ -1,0 +1,249 @@
+//! Docker specs of the job's containers, from the plan and the driver config.
+//!
+//! Build container: the job image with its ENTRYPOINT (unless the job overrides it) and a
+//! keep-alive command, the builds and cache volumes, the operator's volumes, limits and
+//! security settings. Helper container: the helper image, the same volumes and DNS settings,
+//! no limits or extra privileges. Service containers: the `[services]` limits and the
+//! operator's DNS settings, on the job's network under their aliases.
+
+use std::collections::HashMap;
+
+use bollard::Docker;
+use bollard::models::{
+    ContainerCreateBody, DeviceMapping, EndpointSettings, HostConfig, Mount, MountType,
+    NetworkingConfig,
+};
+use bollard::query_parameters::{CreateContainerOptions, LogsOptions};
+use futures_util::StreamExt;
+
+use super::plan::{Plan, ServicePlan};
+use crate::config::{Config, ContainerSettings};
+use crate::error::{Error, Result};
+use crate::naming::Names;
+
+/// The runner's cache and artifact scripts call `gitlab-runner`; GitLab's helper images ship
+/// `gitlab-runner-helper`. The helper's keep-alive command links one to the other.
+const LINK_GITLAB_RUNNER: &str = "if ! command -v gitlab-runner >/dev/null 2>&1 && \
+h=$(command -v gitlab-runner-helper); then ln -s \"$h\" \"${h%/*}/gitlab-runner\"; fi";
+
+fn keep_alive(seconds: u64) -> String {
+    format!("exec sleep {seconds}")
+}
+
+pub fn build(
+    config: &Config,
+    names: &Names,
+    plan: &Plan,
+    image_id: String,
+    labels: HashMap<String, String>,
+    lifetime_secs: u64,
+) -> ContainerCreateBody {
+    let c = &config.container;
+    let mut host = base_host_config(config, names, plan);
+    host.privileged = Some(plan.privileged);
+    host.nano_cpus = c.cpus;
+    host.memory = c.memory;
+    host.memory_swap = c.memory_swap;
+    host.shm_size = c.shm_size;
+    host.cap_add = non_empty(&c.cap_add);
+    host.cap_drop = non_empty(&c.cap_drop);
+    host.security_opt = non_empty(&c.security_opt);
+    host.devices = (!c.devices.is_empty()).then(|| c.devices.iter().map(|d| device(d)).collect());
+    host.tmpfs = (!c.tmpfs.is_empty()).then(|| c.tmpfs.clone().into_iter().collect());
+    ContainerCreateBody {
+        image: Some(image_id),
+        hostname: Some(names.hostname.clone()),
+        user: plan.user.clone(),
+        entrypoint: plan.entrypoint.clone(),
+        cmd: Some(vec!["sh".into(), "-c".into(), keep_alive(lifetime_secs)]),
+        labels: Some(labels),
+        host_config: Some(host),
+        networking_config: endpoint(names, plan.network_per_job, vec!["build".into()]),
+        ..Default::default()
+    }
+}
+
+pub fn helper(
+    config: &Config,
+    names: &Names,
+    plan: &Plan,
+    image_id: String,
+    labels: HashMap<String, String>,
+    lifetime_secs: u64,
+) -> ContainerCreateBody {
+    ContainerCreateBody {
+        image: Some(image_id),
+        hostname: Some(names.hostname.clone()),
+        entrypoint: Some(vec!["sh".into(), "-c".into()]),
+        cmd: Some(vec![format!(
+            "{LINK_GITLAB_RUNNER}; {}",
+            keep_alive(lifetime_secs)
+        )]),
+        labels: Some(labels),
+        host_config: Some(base_host_config(config, names, plan)),
+        networking_config: endpoint(names, plan.network_per_job, vec!["helper".into()]),
+        ..Default::default()
+    }
+}
+
+pub fn service(
+    config: &Config,
+    names: &Names,
+    service: &ServicePlan,
+    image_id: String,
+    labels: HashMap<String, String>,
+) -> ContainerCreateBody {
+    let s = &config.services;
+    let host = HostConfig {
+        network_mode: Some(names.network.clone()),
+        privileged: Some(service.privileged),
+        nano_cpus: s.cpus,
+        memory: s.memory,
+        memory_swap: s.memory_swap,
+        shm_size: s.shm_size,
+        tmpfs: (!s.tmpfs.is_empty()).then(|| s.tmpfs.clone().into_iter().collect()),
+        ..dns_settings(&config.container)
+    };
+    ContainerCreateBody {
+        image: Some(image_id),
+        entrypoint: service.entrypoint.clone(),
+        cmd: service.command.clone(),
+        env: (!service.env.is_empty()).then(|| service.env.clone()),
+        labels: Some(labels),
+        host_config: Some(host),
+        networking_config: endpoint(names, true, service.aliases.clone()),
+        ..Default::default()
+    }
+}
+
+/// Volumes, DNS and network shared by the build and helper containers.
+fn base_host_config(config: &Config, names: &Names, plan: &Plan) -> HostConfig {
+    let volume = |source: Option<&str>, target: &str, read_only: bool| Mount {
+        typ: Some(MountType::VOLUME),
+        source: source.map(str::to_owned),
+        target: Some(target.to_owned()),
+        read_only: read_only.then_some(true),
+        ..Default::default()
+    };
+    let mut mounts = vec![
+        volume(Some(&names.builds_volume), &config.builds_dir, false),
+        volume(Some(&names.cache_volume), &config.cache_dir, false),
+    ];
+    let mut binds = Vec::new();
+    for spec in &config.container.volumes {
+        match spec.split(':').collect::<Vec<_>>()[..] {
+            // An anonymous volume, removed with the container.
+            [target] => mounts.push(volume(None, target, false)),
+            // `src:dst[:mode]`: Docker's bind syntax covers host paths and named volumes.
+            _ => binds.push(spec.clone()),
+        }
+    }
+    HostConfig {
+        mounts: Some(mounts),
+        binds: non_empty(&binds),
+        network_mode: if plan.network_per_job {
+            Some(names.network.clone())
+        } else {
+            config.container.network_mode.clone()
+        },
+        ..dns_settings(&config.container)
+    }
+}
+
+fn dns_settings(c: &ContainerSettings) -> HostConfig {
+    HostConfig {
+        dns: non_empty(&c.dns),
+        dns_search: non_empty(&c.dns_search),
+        extra_hosts: non_empty(&c.extra_hosts),
+        ..Default::default()
+    }
+}
+
+fn device(spec: &str) -> DeviceMapping {
+    let mut parts = spec.splitn(3, ':');
+    let host = parts.next().unwrap_or_default().to_owned();
+    let container = parts.next().map_or_else(|| host.clone(), str::to_owned);
+    DeviceMapping {
+        path_on_host: Some(host),
+        path_in_container: Some(container),
+        cgroup_permissions: Some(parts.next().unwrap_or("rwm").to_owned()),
+    }
+}
+
+fn non_empty(v: &[String]) -> Option<Vec<String>> {
+    (!v.is_empty()).then(|| v.to_vec())
+}
+
+fn endpoint(names: &Names, on_network: bool, aliases: Vec<String>) -> Option<NetworkingConfig> {
+    on_network.then(|| NetworkingConfig {
+        endpoints_config: Some(HashMap::from([(
+            names.network.clone(),
+            EndpointSettings {
+                aliases: Some(aliases),
+                ..Default::default()
+            },
+        )])),
+    })
+}
+
+pub async fn create_and_start(
+    docker: &Docker,
+    name: &str,
+    platform: Option<&str>,
+    body: ContainerCreateBody,
+) -> Result<()> {
+    let options = CreateContainerOptions {
+        name: Some(name.to_owned()),
+        platform: platform.unwrap_or_default().to_owned(),
+    };
+    docker
+        .create_container(Some(options), body)
+        .await
+        .map_err(|e| Error::docker("create container", name, e))?;
+    docker
+        .start_container(name, None)
+        .await
+        .map_err(|e| Error::docker("start container", name, e))
+}
+
+/// Fails with [`Error::EntrypointExited`] when the build container is no longer running.
+pub async fn ensure_running(docker: &Docker, container: &str, image: &str) -> Result<()> {
+    let inspect = docker
+        .inspect_container(container, None)
+        .await
+        .map_err(|e| Error::docker("inspect container", container, e))?;
+    let state = inspect.state.unwrap_or_default();
+    if state.running == Some(true) {
+        return Ok(());
+    }
+    let logs = last_log_lines(docker, container).await;
+    Err(Error::EntrypointExited {
+        container: container.to_owned(),
+        image: image.to_owned(),
+        exit_code: state.exit_code.unwrap_or(-1),
+        logs: if logs.is_empty() {
+            logs
+        } else {
+            format!(" Its last output:\n{logs}")
+        },
+    })
+}
+
+/// A container's last log lines (at most 20 lines, 8 KiB).
+pub async fn last_log_lines(docker: &Docker, container: &str) -> String {
+    let options = LogsOptions {
+        stdout: true,
+        stderr: true,
+        tail: "20".into(),
+        ..Default::default()
+    };
+    let mut logs = docker.logs(container, Some(options));
+    let mut text = String::new();
+    while let Some(Ok(chunk)) = logs.next().await {
+        text.push_str(&String::from_utf8_lossy(&chunk.into_bytes()));
+        if text.len() > 8192 {
+            break;
+        }
+    }
+    text.trim_end().to_owned()
+}

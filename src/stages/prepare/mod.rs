@@ -1,0 +1,144 @@
+//! `prepare` stage: makes the job's environment ready.
+//!
+//! Contract: on success the build container (job image, its ENTRYPOINT kept unless the job
+//! overrides it) and the helper container are running with the job's builds volume at
+//! `builds_dir` and the cache volume at `cache_dir`, services are up on the job's network
+//! (or warned about), all named and labelled from the job's identity. Policy violations are
+//! build failures decided before any Docker call ([`plan`]). Leftovers with the same names are
+//! removed first. A failure leaves whatever was created for `cleanup`, which the runner always
+//! calls. SIGTERM aborts pulls and creates.
+
+pub mod containers;
+pub mod plan;
+pub mod services;
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use bollard::Docker;
+use bollard::models::NetworkCreateRequest;
+use bollard::models::VolumeCreateRequest;
+use tokio_util::sync::CancellationToken;
+
+use super::Context;
+use crate::auth::Resolver;
+use crate::docker::{self, pull::ensure_image, resources::remove_job};
+use crate::error::{Error, Result};
+use crate::job::{JobIdentity, PullPolicy};
+use crate::naming::{Lifetime, Names, Role};
+use crate::output;
+
+pub use containers::ensure_running;
+pub use plan::{Plan, default_helper_image};
+
+pub async fn run(ctx: &Context, cancel: &CancellationToken) -> Result<()> {
+    let id = ctx.env.vars.identity()?;
+    let payload = ctx.env.payload()?;
+    let plan = Plan::resolve(ctx, &payload)?;
+    let docker = docker::connect(&ctx.config, &ctx.env)?;
+    tokio::select! {
+        result = prepare(ctx, &docker, &id, &plan) => result,
+        () = cancel.cancelled() => Err(Error::Cancelled { what: "prepare".into() }),
+    }
+}
+
+async fn prepare(ctx: &Context, docker: &Docker, id: &JobIdentity, plan: &Plan) -> Result<()> {
+    let config = &ctx.config;
+    let names = Names::new(id);
+    let lifetime = Lifetime::starting_now(ctx.env.vars.job_timeout_secs().map(Duration::from_secs));
+    let labels = |role| names.labels(id, role, &lifetime);
+    let platform = plan.platform.as_deref();
+
+    let auth = Resolver::new(config, &ctx.env);
+    let (leftovers, image, helper) = tokio::join!(
+        remove_job(docker, &names),
+        ensure_image(docker, &plan.image, &plan.pull_policies, platform, &auth),
+        ensure_image(
+            docker,
+            &plan.helper_image,
+            &[PullPolicy::IfNotPresent],
+            None,
+            &auth
+        ),
+    );
+    for failure in leftovers {
+        output::warn(format!("could not remove leftover {failure}"));
+    }
+    let image_id = image?.id.unwrap_or_default();
+    let helper_id = helper?.id.unwrap_or_default();
+    output::info(format!("Using image {} ({image_id})", plan.image));
+
+    let volume = |name: &str, labels| VolumeCreateRequest {
+        name: Some(name.to_owned()),
+        labels: Some(labels),
+        ..Default::default()
+    };
+    let network = async {
+        if !plan.network_per_job {
+            return Ok(());
+        }
+        let mtu = config.container.network_mtu;
+        let request = NetworkCreateRequest {
+            name: names.network.clone(),
+            driver: Some("bridge".into()),
+            labels: Some(labels(Role::Network)),
+            options: mtu.map(|m| {
+                HashMap::from([("com.docker.network.driver.mtu".to_owned(), m.to_string())])
+            }),
+            ..Default::default()
+        };
+        docker
+            .create_network(request)
+            .await
+            .map(drop)
+            .map_err(|e| Error::docker("create network", &names.network, e))
+    };
+    tokio::try_join!(
+        async {
+            docker
+                .create_volume(volume(&names.builds_volume, labels(Role::BuildsVolume)))
+                .await
+                .map_err(|e| Error::docker("create volume", &names.builds_volume, e))
+        },
+        async {
+            docker
+                .create_volume(volume(&names.cache_volume, names.cache_labels(id)))
+                .await
+                .map_err(|e| Error::docker("create volume", &names.cache_volume, e))
+        },
+        network,
+    )?;
+
+    let keep_alive = lifetime.keep_alive_secs();
+    let build = containers::build(
+        config,
+        &names,
+        plan,
+        image_id,
+        labels(Role::Build),
+        keep_alive,
+    );
+    let helper = containers::helper(
+        config,
+        &names,
+        plan,
+        helper_id,
+        labels(Role::Helper),
+        keep_alive,
+    );
+    let (started, (), ()) = tokio::try_join!(
+        services::start(
+            docker,
+            config,
+            &names,
+            plan,
+            || labels(Role::Service),
+            &auth
+        ),
+        containers::create_and_start(docker, &names.build, platform, build),
+        containers::create_and_start(docker, &names.helper, None, helper),
+    )?;
+    let limit = Duration::from_secs(config.wait_for_services_timeout);
+    services::wait(docker, &names.network, &started, limit).await;
+    ensure_running(docker, &names.build, &plan.image.to_string()).await
+}

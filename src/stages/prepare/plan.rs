@@ -1,0 +1,346 @@
+//! What `prepare` will do, decided before any Docker call from the job payload (trusted), the
+//! job variables and the driver config. Every operator policy is enforced here, so a refused
+//! job fails fast, as a build failure naming the setting to change.
+
+use super::super::Context;
+use crate::config::Config;
+use crate::error::{Error, Result};
+use crate::image_ref::ImageRef;
+use crate::job::payload::ServiceSpec;
+use crate::job::{JobPayload, JobVars, PullPolicy};
+use crate::policy::AllowList;
+
+/// Registry path of GitLab's helper images.
+pub const GITLAB_HELPER_REPOSITORY: &str =
+    "registry.gitlab.com/gitlab-org/gitlab-runner/gitlab-runner-helper";
+
+/// At most this many exposed ports of a service are waited for, as in the Docker executor.
+const MAX_HEALTHCHECK_PORTS: usize = 20;
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Plan {
+    pub image: ImageRef,
+    pub pull_policies: Vec<PullPolicy>,
+    /// `None` keeps the image's ENTRYPOINT.
+    pub entrypoint: Option<Vec<String>>,
+    pub helper_image: ImageRef,
+    pub network_per_job: bool,
+    pub user: Option<String>,
+    pub platform: Option<String>,
+    pub privileged: bool,
+    pub services: Vec<ServicePlan>,
+}
+
+/// One service container.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ServicePlan {
+    pub image: ImageRef,
+    /// The image as the job wrote it, for messages.
+    pub name: String,
+    /// Network aliases: the job's, then the two derived from the image name.
+    pub aliases: Vec<String>,
+    pub entrypoint: Option<Vec<String>>,
+    pub command: Option<Vec<String>>,
+    pub pull_policies: Vec<PullPolicy>,
+    /// `KEY=value` pairs: the job's public variables, then the service's own.
+    pub env: Vec<String>,
+    /// `HEALTHCHECK_TCP_PORT` of the service, which replaces its exposed ports.
+    pub healthcheck_port: Option<u16>,
+    pub privileged: bool,
+}
+
+impl Plan {
+    pub fn resolve(ctx: &Context, payload: &JobPayload) -> Result<Plan> {
+        let config = &ctx.config;
+        let vars = &ctx.env.vars;
+        let name = payload
+            .image_name()
+            .or_else(|| vars.get("CI_JOB_IMAGE"))
+            .or(config.default_image.as_deref())
+            .ok_or(Error::NoImage)?;
+        let image = parse_image(name)?;
+        check(
+            &allow_list("allowed_images", &config.allowed_images)?,
+            "image",
+            name,
+            &image,
+            "allowed_images",
+        )?;
+
+        let requested = payload.image.as_ref().and_then(|i| i.pull_policy.clone());
+        let pull_policies = pull_policies(config, requested)?;
+
+        let entrypoint = payload.image.as_ref().and_then(|i| i.entrypoint.clone());
+        if entrypoint.is_some() && config.disable_entrypoint_overwrite {
+            return Err(Error::NotAllowed {
+                kind: "entrypoint override of image",
+                name: name.to_owned(),
+                setting: "disable_entrypoint_overwrite",
+            });
+        }
+
+        let docker_opts = payload.docker_opts();
+        let job_user = docker_opts
+            .and_then(|o| o.user.clone())
+            .filter(|u| !u.is_empty());
+        let user = match (&config.user, job_user) {
+            (Some(operator), _) => Some(operator.clone()),
+            (None, Some(job)) => {
+                if !config.allowed_users.is_empty() && !config.allowed_users.contains(&job) {
+                    return Err(Error::NotAllowed {
+                        kind: "user",
+                        name: job,
+                        setting: "allowed_users",
+                    });
+                }
+                Some(job)
+            }
+            (None, None) => None,
+        };
+
+        let privileged = config.privileged;
+        if privileged {
+            let list = allow_list(
+                "allowed_privileged_images",
+                &config.allowed_privileged_images,
+            )?;
+            check(
+                &list,
+                "privileged image",
+                name,
+                &image,
+                "allowed_privileged_images",
+            )?;
+        }
+
+        let helper_name = config
+            .helper_image
+            .clone()
+            .unwrap_or_else(|| default_helper_image(vars));
+        let helper_image =
+            ImageRef::parse(&helper_name).map_err(|reason| Error::ConfigInvalid {
+                path: "helper_image".into(),
+                message: format!("{helper_name:?}: {reason}"),
+            })?;
+
+        let specs = if !payload.services.is_empty() || ctx.env.job_response_file.is_some() {
+            payload.services.clone()
+        } else {
+            ServiceSpec::parse_env_list(vars.get("CI_JOB_SERVICES").unwrap_or_default()).map_err(
+                |reason| Error::InvalidVariable {
+                    name: "CUSTOM_ENV_CI_JOB_SERVICES".into(),
+                    reason,
+                },
+            )?
+        };
+        let services = services(config, payload, &specs)?;
+
+        Ok(Plan {
+            image,
+            pull_policies,
+            entrypoint,
+            helper_image,
+            // Services are reached by alias, which needs a network of the job's own.
+            network_per_job: config.network_per_job
+                || vars.flag("FF_NETWORK_PER_BUILD")
+                || !services.is_empty(),
+            user,
+            platform: docker_opts
+                .and_then(|o| o.platform.clone())
+                .filter(|p| !p.is_empty()),
+            privileged,
+            services,
+        })
+    }
+}
+
+fn parse_image(name: &str) -> Result<ImageRef> {
+    ImageRef::parse(name.trim()).map_err(|reason| Error::InvalidImage {
+        image: name.to_owned(),
+        reason,
+    })
+}
+
+fn allow_list(setting: &'static str, patterns: &[String]) -> Result<AllowList> {
+    AllowList::new(setting, patterns).map_err(|message| Error::ConfigInvalid {
+        path: setting.into(),
+        message,
+    })
+}
+
+/// Checks an image against a list under both spellings (as written, and fully tagged).
+fn check(
+    list: &AllowList,
+    kind: &'static str,
+    name: &str,
+    image: &ImageRef,
+    setting: &'static str,
+) -> Result<()> {
+    if list.allows(&[name.trim(), &image.pull_reference()]) {
+        Ok(())
+    } else {
+        Err(Error::NotAllowed {
+            kind,
+            name: name.to_owned(),
+            setting,
+        })
+    }
+}
+
+/// The job's pull policies when allowed, else the configured ones.
+fn pull_policies(config: &Config, requested: Option<Vec<PullPolicy>>) -> Result<Vec<PullPolicy>> {
+    let allowed = config.allowed_pull_policies();
+    match requested.filter(|p| !p.is_empty()) {
+        Some(list) => match list.iter().find(|p| !allowed.contains(p)) {
+            Some(bad) => Err(Error::PullPolicyNotAllowed {
+                policy: *bad,
+                allowed: allowed
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            }),
+            None => Ok(list),
+        },
+        None => Ok(config.pull_policy.0.clone()),
+    }
+}
+
+fn services(
+    config: &Config,
+    payload: &JobPayload,
+    specs: &[ServiceSpec],
+) -> Result<Vec<ServicePlan>> {
+    let allowed = allow_list("allowed_services", &config.allowed_services)?;
+    let privileged = config.services.privileged.unwrap_or(config.privileged);
+    let privileged_list = allow_list(
+        "allowed_privileged_images",
+        &config.allowed_privileged_images,
+    )?;
+    let public_vars: Vec<String> = payload
+        .variables
+        .iter()
+        .filter(|v| v.public && !v.file)
+        .map(|v| format!("{}={}", v.key, v.value))
+        .collect();
+    specs
+        .iter()
+        .filter(|s| !s.name.trim().is_empty())
+        .map(|spec| {
+            let image = parse_image(&spec.name)?;
+            check(&allowed, "service", &spec.name, &image, "allowed_services")?;
+            if privileged {
+                check(
+                    &privileged_list,
+                    "privileged service",
+                    &spec.name,
+                    &image,
+                    "allowed_privileged_images",
+                )?;
+            }
+            let mut aliases = spec.aliases();
+            for derived in derived_names(&image) {
+                if !aliases.contains(&derived) {
+                    aliases.push(derived);
+                }
+            }
+            let mut env = public_vars.clone();
+            env.extend(
+                spec.variables
+                    .iter()
+                    .map(|v| format!("{}={}", v.key, v.value)),
+            );
+            let healthcheck_port = spec
+                .variables
+                .iter()
+                .rev()
+                .find(|v| v.key == "HEALTHCHECK_TCP_PORT")
+                .map(|v| {
+                    v.value
+                        .trim()
+                        .parse::<u16>()
+                        .map_err(|_| Error::InvalidImage {
+                            image: spec.name.clone(),
+                            reason: format!("HEALTHCHECK_TCP_PORT {:?} is not a port", v.value),
+                        })
+                })
+                .transpose()?;
+            Ok(ServicePlan {
+                name: spec.name.clone(),
+                aliases,
+                entrypoint: spec.entrypoint.clone(),
+                command: spec.command.clone(),
+                pull_policies: pull_policies(config, spec.pull_policy.clone())?,
+                env,
+                healthcheck_port,
+                privileged,
+                image,
+            })
+        })
+        .collect()
+}
+
+/// The two names the Docker executor derives from a service image: the reference without tag
+/// or digest, with `/` turned into `__` and into `-`.
+pub fn derived_names(image: &ImageRef) -> Vec<String> {
+    let base = match &image.registry {
+        Some(r) => format!("{r}/{}", image.repository),
+        None => image.repository.clone(),
+    };
+    let base = base.strip_prefix("library/").unwrap_or(&base).to_owned();
+    let mut names = vec![base.replace('/', "__")];
+    let dashed = base.replace('/', "-");
+    if dashed != names[0] {
+        names.push(dashed);
+    }
+    names
+}
+
+/// Ports to wait for: `HEALTHCHECK_TCP_PORT`, else the image's exposed TCP ports (first 20).
+pub fn healthcheck_ports(service: &ServicePlan, exposed: &[String]) -> Vec<u16> {
+    if let Some(port) = service.healthcheck_port {
+        return vec![port];
+    }
+    let mut ports: Vec<u16> = exposed
+        .iter()
+        .filter_map(|p| {
+            let (port, proto) = p.split_once('/').unwrap_or((p.as_str(), "tcp"));
+            (proto == "tcp").then(|| port.parse().ok()).flatten()
+        })
+        .collect();
+    ports.sort_unstable();
+    ports.truncate(MAX_HEALTHCHECK_PORTS);
+    ports
+}
+
+/// GitLab's helper image for the runner's version and architecture, as the Docker executor
+/// picks it: `<arch>-v<version>`, or `<arch>-<revision>` for development builds.
+pub fn default_helper_image(vars: &JobVars) -> String {
+    let arch = match vars
+        .get("CI_RUNNER_EXECUTABLE_ARCH")
+        .and_then(|a| a.rsplit('/').next())
+        .unwrap_or(std::env::consts::ARCH)
+    {
+        "amd64" | "x86_64" => "x86_64",
+        "arm64" | "aarch64" => "arm64",
+        "arm" | "armv7" => "arm",
+        "s390x" => "s390x",
+        "ppc64le" | "powerpc64" => "ppc64le",
+        "riscv64" => "riscv64",
+        other => other,
+    };
+    let tag = match (
+        vars.get("CI_RUNNER_VERSION"),
+        vars.get("CI_RUNNER_REVISION"),
+    ) {
+        (Some(v), _) if !v.contains('~') && !v.contains('-') => {
+            format!("{arch}-v{}", v.trim_start_matches('v'))
+        }
+        (_, Some(rev)) => format!("{arch}-{rev}"),
+        _ => format!("{arch}-latest"),
+    };
+    format!("{GITLAB_HELPER_REPOSITORY}:{tag}")
+}
+
+#[cfg(test)]
+mod tests;
