@@ -181,7 +181,7 @@ mod units {
             .trim()
             .parse()
             .map_err(|_| format!("{text:?} is not a size"))?;
-        if !(n >= 0.0) || n * factor > i64::MAX as f64 {
+        if n.is_nan() || n < 0.0 || n * factor > i64::MAX as f64 {
             return Err(format!("{text:?} is out of range"));
         }
         Ok((n * factor) as i64)

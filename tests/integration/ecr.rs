@@ -64,7 +64,7 @@ fn job_identity_pulls_with_the_assumed_roles_account() {
     let w = world();
     let job = pulling(&w.ecr_image(JOB_ACCOUNT))
         .aws(&w.moto)
-        .var("ECR_ID_TOKEN", ID_TOKEN)
+        .secret_var("ECR_ID_TOKEN", ID_TOKEN)
         .config(&format!(
             "[ecr]\nidentity = \"job\"\nrole_arn = \"{JOB_ROLE}\"\ncache_dir = \"@TMP@/cache\""
         ))
@@ -212,7 +212,7 @@ fn job_identity_tokens_are_never_reused_by_another_job() {
     for n in 1..=2 {
         let job = pulling(&image)
             .aws(&fake.url)
-            .var("ECR_ID_TOKEN", ID_TOKEN)
+            .secret_var("ECR_ID_TOKEN", ID_TOKEN)
             .config(&config)
             .build();
         job.prepare_ok();
@@ -235,7 +235,7 @@ fn sts_refusals_are_build_failures_with_the_likely_cause() {
         fake.reply("AssumeRoleWithWebIdentity", Reply::Error(status, code));
         let job = pulling(&image)
             .aws(&fake.url)
-            .var("ECR_ID_TOKEN", ID_TOKEN)
+            .secret_var("ECR_ID_TOKEN", ID_TOKEN)
             .config(&format!("[ecr]\nrole_arn = \"{JOB_ROLE}\"\ncache = false"))
             .build();
         let out = job.prepare();
@@ -355,8 +355,8 @@ fn secrets_never_leave_the_driver() {
     let cache = tempfile::tempdir().unwrap();
     let job = pulling(&image)
         .aws(&fake.url)
-        .var("ECR_ID_TOKEN", ID_TOKEN)
-        .var("FF_NETWORK_PER_BUILD", "true")
+        .secret_var("ECR_ID_TOKEN", ID_TOKEN)
+        .services(json!([{"name": BUSYBOX, "entrypoint": ["sh", "-c"], "command": ["sleep 600"]}]))
         .config(&format!(
             "[ecr]\nrole_arn = \"{JOB_ROLE}\"\ncache_dir = {:?}",
             cache.path()
@@ -373,7 +373,11 @@ fn secrets_never_leave_the_driver() {
     .assert_ok();
     job.run("after_script", "echo after").assert_ok();
     let mut inspected = Vec::new();
-    for container in [job.build_container(), format!("{}-helper", job.key())] {
+    for container in [
+        job.build_container(),
+        format!("{}-helper", job.key()),
+        format!("{}-svc0", job.key()),
+    ] {
         inspected.extend(docker(&["inspect", &container]));
     }
     inspected.extend(docker(&[

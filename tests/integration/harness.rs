@@ -110,6 +110,8 @@ pub struct Job {
 pub struct JobBuilder {
     image: Option<String>,
     payload_image: Option<serde_json::Value>,
+    services: Option<serde_json::Value>,
+    secret_vars: Vec<String>,
     vars: Vec<(String, String)>,
     runner_env: Vec<(String, String)>,
     config: String,
@@ -121,6 +123,36 @@ impl JobBuilder {
         self.vars.retain(|(k, _)| k != name);
         self.vars.push((name.to_owned(), value.to_owned()));
         self
+    }
+
+    /// A masked, non-public job variable (as GitLab sends secrets and id_tokens).
+    pub fn secret_var(mut self, name: &str, value: &str) -> Self {
+        self.secret_vars.push(name.to_owned());
+        self.var(name, value)
+    }
+
+    /// Sets `.services` of the payload (and `CI_JOB_SERVICES` as the runner derives it).
+    pub fn services(mut self, services: serde_json::Value) -> Self {
+        let env: Vec<serde_json::Value> = services
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| {
+                let alias = s["alias"]
+                    .as_str()
+                    .unwrap_or("")
+                    .split([',', ' '])
+                    .next()
+                    .unwrap_or("");
+                serde_json::json!({"name": s["name"], "alias": alias,
+                                   "entrypoint": s.get("entrypoint"), "command": s.get("command")})
+            })
+            .collect();
+        self.services = Some(services);
+        self.var(
+            "CI_JOB_SERVICES",
+            &serde_json::Value::Array(env).to_string(),
+        )
     }
 
     /// Replaces `.image` of the payload (`CI_JOB_IMAGE` keeps the builder's image).
@@ -198,8 +230,14 @@ impl JobBuilder {
         let mut payload = serde_json::json!({
             "id": id,
             "token": "glcbt-payload-token-not-for-output",
-            "variables": vars.iter().map(|(k, v)| serde_json::json!({"key": k, "value": v})).collect::<Vec<_>>(),
+            "variables": vars.iter().map(|(k, v)| {
+                let secret = self.secret_vars.contains(k);
+                serde_json::json!({"key": k, "value": v, "public": !secret, "masked": secret})
+            }).collect::<Vec<_>>(),
         });
+        if let Some(services) = self.services {
+            payload["services"] = services;
+        }
         if let Some(image) = image {
             payload["image"] = image;
         }
@@ -228,6 +266,8 @@ impl Job {
         JobBuilder {
             image: Some(image.to_owned()),
             payload_image: None,
+            services: None,
+            secret_vars: Vec::new(),
             vars: Vec::new(),
             runner_env: Vec::new(),
             config: BASE_CONFIG.to_owned(),

@@ -9,4 +9,5 @@ mod ecr;
 mod fake_aws;
 mod jobs;
 mod output;
+mod parity;
 mod policy;

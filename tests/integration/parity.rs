@@ -1,0 +1,297 @@
+//! What the Docker executor gives a job, driven by the payload: services, image options,
+//! operator policies and container settings.
+
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+
+use crate::harness::*;
+
+fn inspect(container: &str, format: &str) -> String {
+    docker(&["inspect", "--format", format, container]).join("\n")
+}
+
+const PONG_SERVICE: &str = "nc -ll -p 6379 -e echo PONG";
+
+#[test]
+fn services_are_reachable_by_alias_and_derived_names() {
+    let job = Job::builder(BUSYBOX)
+        .var("PUBLIC_VAR", "visible")
+        .secret_var("SECRET_VAR", "hidden-secret-value")
+        .services(json!([{
+            "name": BUSYBOX,
+            "alias": "cache-svc,kv",
+            "entrypoint": ["sh", "-c"],
+            "command": [PONG_SERVICE],
+            "variables": [{"key": "HEALTHCHECK_TCP_PORT", "value": "6379"}, {"key": "SVC_ONLY", "value": "1"}]
+        }]))
+        .build();
+    let prepare = job.prepare();
+    prepare.assert_ok();
+    assert!(
+        !prepare.stderr.contains("did not open"),
+        "{}",
+        prepare.stderr
+    );
+
+    let out = job.run(
+        "build_script",
+        "for h in cache-svc kv ecr-executor-test__busybox ecr-executor-test-busybox; do \
+         printf '%s=' $h; nc -w 2 $h 6379 </dev/null; done",
+    );
+    out.assert_ok();
+    for host in [
+        "cache-svc",
+        "kv",
+        "ecr-executor-test__busybox",
+        "ecr-executor-test-busybox",
+    ] {
+        assert!(
+            out.stdout().contains(&format!("{host}=PONG")),
+            "{host}: {}",
+            out.all()
+        );
+    }
+    let env = inspect(&format!("{}-svc0", job.key()), "{{json .Config.Env}}");
+    assert!(
+        env.contains("PUBLIC_VAR=visible") && env.contains("SVC_ONLY=1"),
+        "{env}"
+    );
+    assert!(
+        !env.contains("hidden-secret-value"),
+        "secret job variables stay out of services: {env}"
+    );
+    job.cleanup().assert_ok();
+    assert_no_leftovers(&job);
+}
+
+#[test]
+fn a_service_that_never_opens_its_port_is_a_warning_with_its_logs() {
+    let job = Job::builder(BUSYBOX)
+        .config("wait_for_services_timeout = 2")
+        .services(json!([{
+            "name": BUSYBOX,
+            "alias": "silent",
+            "entrypoint": ["sh", "-c"],
+            "command": ["echo service-says-hello; sleep 600"],
+            "variables": [{"key": "HEALTHCHECK_TCP_PORT", "value": "7777"}]
+        }]))
+        .build();
+    let start = Instant::now();
+    let prepare = job.prepare();
+    prepare.assert_ok();
+    assert!(
+        start.elapsed() < Duration::from_secs(20),
+        "took {:?}",
+        start.elapsed()
+    );
+    assert!(
+        prepare
+            .stderr
+            .contains("did not open port(s) [7777] within 2s"),
+        "{}",
+        prepare.stderr
+    );
+    assert!(
+        prepare.stderr.contains("service-says-hello"),
+        "{}",
+        prepare.stderr
+    );
+    job.run("build_script", "echo job-still-runs").assert_ok();
+}
+
+#[test]
+fn a_service_on_ecr_is_pulled_with_ecr_credentials() {
+    let fake = crate::fake_aws::FakeAws::start();
+    let service = world().ecr_image(RUNNER_ACCOUNT);
+    let job = Job::builder(BUSYBOX)
+        .aws(&fake.url)
+        .config("[ecr]\ncache = false")
+        .services(json!([{
+            "name": service, "alias": "from-ecr", "pull_policy": ["always"],
+            "entrypoint": ["sh", "-c"], "command": ["sleep 600"]
+        }]))
+        .build();
+    let prepare = job.prepare();
+    prepare.assert_ok();
+    assert_eq!(fake.calls("GetAuthorizationToken"), 1);
+    assert!(
+        prepare
+            .stdout()
+            .contains(&format!("Pulling image {service} as AWS")),
+        "{}",
+        prepare.stdout()
+    );
+}
+
+#[test]
+fn policies_are_decided_from_the_payload() {
+    // (config, payload image, CI_JOB_IMAGE, expected failure setting or None).
+    // Privileged containers run as `nobody`: this sandbox cannot grant root every capability.
+    let busybox = "ecr-executor-test/busybox:*";
+    let cases: Vec<(String, serde_json::Value, &str, Option<&str>)> = vec![
+        (
+            format!("allowed_images = [\"{busybox}\"]"),
+            json!({"name": BUSYBOX}),
+            "evil/image:1",
+            None,
+        ),
+        (
+            format!("allowed_images = [\"{busybox}\"]"),
+            json!({"name": ENTRYPOINT}),
+            BUSYBOX,
+            Some("allowed_images"),
+        ),
+        (
+            "allowed_users = [\"nobody\"]".into(),
+            json!({"name": BUSYBOX, "executor_opts": {"docker": {"user": "nobody"}}}),
+            BUSYBOX,
+            None,
+        ),
+        (
+            "allowed_users = [\"nobody\"]".into(),
+            json!({"name": BUSYBOX, "executor_opts": {"docker": {"user": "root"}}}),
+            BUSYBOX,
+            Some("allowed_users"),
+        ),
+        (
+            format!(
+                "privileged = true\nuser = \"nobody\"\nallowed_privileged_images = [\"{busybox}\"]"
+            ),
+            json!({"name": BUSYBOX}),
+            ENTRYPOINT,
+            None,
+        ),
+        (
+            format!("privileged = true\nallowed_privileged_images = [\"{busybox}\"]"),
+            json!({"name": ENTRYPOINT}),
+            BUSYBOX,
+            Some("allowed_privileged_images"),
+        ),
+        (
+            "disable_entrypoint_overwrite = true".into(),
+            json!({"name": BUSYBOX, "entrypoint": [""]}),
+            BUSYBOX,
+            Some("disable_entrypoint_overwrite"),
+        ),
+    ];
+    for (config, image, variable, refused) in cases {
+        let job = Job::builder(variable)
+            .payload_image(image.clone())
+            .config(&config)
+            .build();
+        let out = job.prepare();
+        match refused {
+            None => out.assert_ok(),
+            Some(setting) => {
+                out.assert_code(BUILD_FAILURE);
+                assert!(
+                    out.stderr.contains(setting),
+                    "{config} / {image}: {}",
+                    out.stderr
+                );
+                &out
+            }
+        };
+    }
+}
+
+#[test]
+fn allowed_services_are_checked() {
+    let svc =
+        |name: &str| json!([{"name": name, "entrypoint": ["sh", "-c"], "command": ["sleep 600"]}]);
+    let config = "allowed_services = [\"ecr-executor-test/busybox:*\"]";
+    Job::builder(BUSYBOX)
+        .config(config)
+        .services(svc(BUSYBOX))
+        .build()
+        .prepare_ok();
+    let out = Job::builder(BUSYBOX)
+        .config(config)
+        .services(svc(HELPER))
+        .build()
+        .prepare();
+    out.assert_code(BUILD_FAILURE);
+    assert!(out.stderr.contains("allowed_services"), "{}", out.stderr);
+}
+
+#[test]
+fn user_and_privileged_reach_the_container() {
+    // As `nobody`: this sandbox's Docker cannot give a privileged root every capability.
+    let job = Job::builder(BUSYBOX)
+        .payload_image(json!({"name": BUSYBOX, "executor_opts": {"docker": {"user": "nobody", "platform": "linux/amd64"}}}))
+        .config("privileged = true")
+        .build();
+    job.prepare_ok();
+    let out = job.run("build_script", "id -u");
+    out.assert_ok();
+    assert_eq!(out.stdout().trim(), "65534");
+    assert_eq!(
+        inspect(&job.build_container(), "{{.HostConfig.Privileged}}"),
+        "true"
+    );
+    assert_eq!(
+        inspect(
+            &format!("{}-helper", job.key()),
+            "{{.HostConfig.Privileged}}"
+        ),
+        "false"
+    );
+}
+
+#[test]
+fn container_settings_are_applied() {
+    let host_dir = tempfile::tempdir().unwrap();
+    std::fs::write(host_dir.path().join("file"), "from-the-host").unwrap();
+    let named = format!("ecr-executor-test-named-{}", std::process::id());
+    let job = Job::builder(BUSYBOX)
+        .config(&format!(
+            r#"cpus = 0.5
+memory = "64m"
+memory_swap = "128m"
+shm_size = "32m"
+cap_drop = ["NET_RAW"]
+security_opt = ["no-new-privileges"]
+dns_search = ["example.test"]
+extra_hosts = ["db.test:10.1.2.3"]
+tmpfs = {{ "/scratch" = "rw,size=16m" }}
+volumes = ["/anon", "{named}:/named", "{}:/bound:ro"]
+[services]
+memory = "48m"
+cpus = "0.25""#,
+            host_dir.path().display()
+        ))
+        .services(json!([{"name": BUSYBOX, "entrypoint": ["sh", "-c"], "command": ["sleep 600"]}]))
+        .build();
+    job.prepare_ok();
+    let build = job.build_container();
+    let host = inspect(
+        &build,
+        "{{.HostConfig.NanoCpus}} {{.HostConfig.Memory}} {{.HostConfig.MemorySwap}} {{.HostConfig.ShmSize}} {{.HostConfig.CapDrop}} {{.HostConfig.SecurityOpt}} {{.HostConfig.DnsSearch}} {{.HostConfig.ExtraHosts}} {{.HostConfig.Tmpfs}}",
+    );
+    assert_eq!(
+        host,
+        "500000000 67108864 134217728 33554432 [NET_RAW] [no-new-privileges] [example.test] [db.test:10.1.2.3] map[/scratch:rw,size=16m]"
+    );
+    let service = inspect(
+        &format!("{}-svc0", job.key()),
+        "{{.HostConfig.NanoCpus}} {{.HostConfig.Memory}} {{.HostConfig.ExtraHosts}}",
+    );
+    assert_eq!(service, "250000000 50331648 [db.test:10.1.2.3]");
+
+    let out = job.run(
+        "build_script",
+        "grep db.test /etc/hosts && cat /bound/file && echo && touch /named/x && touch /anon/x && \
+         grep ' /scratch ' /proc/mounts && ! touch /bound/y 2>/dev/null && echo all-good",
+    );
+    out.assert_ok();
+    let text = out.stdout();
+    assert!(
+        text.contains("10.1.2.3") && text.contains("from-the-host") && text.contains("tmpfs"),
+        "{text}"
+    );
+    assert!(text.contains("all-good"), "{}", out.all());
+    job.cleanup().assert_ok();
+    assert_no_leftovers(&job);
+    docker(&["volume", "rm", &named]);
+}
