@@ -40,6 +40,12 @@ pub enum Command {
     },
     /// cleanup_exec: remove the job's containers, network and volumes.
     Cleanup,
+    /// Remove containers, networks and volumes whose jobs are past their lifetime.
+    Gc {
+        /// Only list what would be removed.
+        #[arg(long)]
+        dry_run: bool,
+    },
     /// ECR authentication tools.
     Auth {
         #[command(subcommand)]
@@ -114,6 +120,7 @@ fn dispatch(cli: Cli, env: Env) -> Result<()> {
                 stages::run::run(&Context { env, config }, &script, &stage, &cancel).await
             }
             Command::Cleanup => stages::cleanup::run(&Context { env, config }).await,
+            Command::Gc { dry_run } => stages::gc::run(&Context { env, config }, dry_run).await,
             Command::Auth {
                 command: AuthCommand::Check { target },
             } => crate::auth::check::run(&Context { env, config }, target.as_deref()).await,

@@ -1,7 +1,8 @@
 //! The Docker side: one bollard client per process and the operations the stages share.
 //!
-//! The client speaks Engine API 1.41 (Docker 20.10, Podman's compatible socket) without a
-//! version round-trip, so every stage starts with no extra request.
+//! The client speaks Engine API 1.41 (Docker 20.10 and newer, and Podman's Docker-compatible
+//! socket, which accepts it) without a version round-trip, so every stage starts with no extra
+//! request. Hosts: `unix://`, `tcp://`, and `tcp://` with TLS client certificates.
 
 pub mod exec;
 pub mod pull;
@@ -38,8 +39,25 @@ pub fn docker_host(config: &Config, env: &Env) -> String {
 /// Creates the client. No request is made until the first call.
 pub fn connect(config: &Config, env: &Env) -> Result<Docker> {
     let host = docker_host(config, env);
+    let tls = config.docker.tls_verify.unwrap_or(env.docker_tls_verify);
     let result = if let Some(path) = host.strip_prefix("unix://") {
         Docker::connect_with_unix(path, REQUEST_TIMEOUT_SECS, &API_VERSION)
+    } else if tls && (host.starts_with("tcp://") || host.starts_with("https://")) {
+        let dir = config
+            .docker
+            .cert_path
+            .clone()
+            .or_else(|| env.docker_cert_path.clone())
+            .or_else(|| env.home.as_ref().map(|h| h.join(".docker")))
+            .unwrap_or_default();
+        Docker::connect_with_ssl(
+            &host,
+            &dir.join("key.pem"),
+            &dir.join("cert.pem"),
+            &dir.join("ca.pem"),
+            REQUEST_TIMEOUT_SECS,
+            &API_VERSION,
+        )
     } else if host.starts_with("tcp://") || host.starts_with("http://") {
         Docker::connect_with_http(&host, REQUEST_TIMEOUT_SECS, &API_VERSION)
     } else {

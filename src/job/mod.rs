@@ -52,6 +52,10 @@ pub struct Env {
     pub build_exit_code_file: Option<PathBuf>,
     /// `DOCKER_HOST` of the runner process.
     pub docker_host: Option<String>,
+    /// `DOCKER_TLS_VERIFY` set (to anything non-empty), as the Docker CLI reads it.
+    pub docker_tls_verify: bool,
+    /// `DOCKER_CERT_PATH`.
+    pub docker_cert_path: Option<PathBuf>,
     /// `ECR_EXECUTOR_LOG`: enables the driver's debug log on stderr.
     pub log_filter: Option<String>,
     /// Job variables with the `CUSTOM_ENV_` prefix removed.
@@ -106,6 +110,8 @@ impl Env {
                     env.build_exit_code_file = non_empty(value).map(PathBuf::from)
                 }
                 "DOCKER_HOST" => env.docker_host = non_empty(value),
+                "DOCKER_TLS_VERIFY" => env.docker_tls_verify = !value.is_empty(),
+                "DOCKER_CERT_PATH" => env.docker_cert_path = non_empty(value).map(PathBuf::from),
                 "ECR_EXECUTOR_LOG" => env.log_filter = non_empty(value),
                 "DOCKER_AUTH_CONFIG" => env.docker_auth_config = non_empty(value),
                 "HOME" => env.home = non_empty(value).map(PathBuf::from),

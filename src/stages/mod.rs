@@ -1,10 +1,12 @@
 //! One file per custom-executor stage, in the order GitLab Runner calls them
 //! (`config` → `prepare` → `run` × N → `cleanup`), plus `exec`, which plays that sequence
-//! locally. Each stage takes the same [`Context`], built once per process.
+//! locally, and `gc`, which removes what dead runners left behind. Each takes the same
+//! [`Context`], built once per process.
 
 pub mod cleanup;
 pub mod config;
 pub mod exec;
+pub mod gc;
 pub mod prepare;
 pub mod run;
 

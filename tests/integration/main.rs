@@ -6,6 +6,7 @@ mod harness;
 mod cancel;
 mod cleanup;
 mod ecr;
+mod engine;
 mod fake_aws;
 mod jobs;
 mod output;

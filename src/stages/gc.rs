@@ -1,0 +1,135 @@
+//! `ecr-executor gc`: the dead-man's switch's second half. Every container, network and
+//! per-job volume the driver creates carries `ecr-executor.expires-at` (job timeout plus a
+//! margin); their keep-alive processes stop by then. `gc` removes what is past that time, so a
+//! runner that died before `cleanup` leaves nothing behind for long. Live jobs are never
+//! touched, and cache volumes (no expiry) are kept. Safe to run from cron or a systemd timer.
+
+use std::collections::HashMap;
+
+use bollard::query_parameters::{
+    ListContainersOptions, ListNetworksOptions, ListVolumesOptions, RemoveContainerOptions,
+    RemoveVolumeOptions,
+};
+
+use super::Context;
+use crate::docker::{self, is_not_found};
+use crate::error::{Error, Result};
+use crate::naming::{LABEL_MANAGED, LABEL_PREFIX};
+use crate::output;
+
+fn expired(labels: Option<&HashMap<String, String>>, now: u64) -> bool {
+    labels
+        .and_then(|l| l.get(&format!("{LABEL_PREFIX}expires-at")))
+        .and_then(|v| v.parse::<u64>().ok())
+        .is_some_and(|expires| expires <= now)
+}
+
+/// Removes expired resources; with `dry_run`, only lists them.
+pub async fn run(ctx: &Context, dry_run: bool) -> Result<()> {
+    let docker = docker::connect(&ctx.config, &ctx.env)?;
+    let now = crate::auth::unix_now();
+    let filters = || {
+        Some(HashMap::from([(
+            "label".to_owned(),
+            vec![format!("{LABEL_MANAGED}=true")],
+        )]))
+    };
+    let list_error = |what| move |e| Error::docker("list", what, e);
+
+    let containers = docker
+        .list_containers(Some(ListContainersOptions {
+            all: true,
+            filters: filters(),
+            ..Default::default()
+        }))
+        .await
+        .map_err(list_error("containers"))?;
+    let networks = docker
+        .list_networks(Some(ListNetworksOptions { filters: filters() }))
+        .await
+        .map_err(list_error("networks"))?;
+    let volumes = docker
+        .list_volumes(Some(ListVolumesOptions { filters: filters() }))
+        .await
+        .map_err(list_error("volumes"))?
+        .volumes
+        .unwrap_or_default();
+
+    let mut removed = 0;
+    let mut report =
+        |kind: &str, name: &str, result: std::result::Result<(), bollard::errors::Error>| {
+            match result {
+                Ok(()) => {
+                    removed += 1;
+                    output::info(format!(
+                        "{} expired {kind} {name}",
+                        if dry_run { "would remove" } else { "removed" }
+                    ));
+                }
+                Err(e) if is_not_found(&e) => {}
+                Err(e) => output::warn(format!("could not remove expired {kind} {name}: {e}")),
+            }
+        };
+    // Containers first: networks and volumes are in use until their containers are gone.
+    for c in containers
+        .iter()
+        .filter(|c| expired(c.labels.as_ref(), now))
+    {
+        let name = c
+            .names
+            .as_ref()
+            .and_then(|n| n.first())
+            .map_or("?", |n| n.trim_start_matches('/'));
+        let id = c.id.as_deref().unwrap_or(name);
+        let result = if dry_run {
+            Ok(())
+        } else {
+            let options = RemoveContainerOptions {
+                force: true,
+                v: true,
+                ..Default::default()
+            };
+            docker.remove_container(id, Some(options)).await
+        };
+        report("container", name, result);
+    }
+    for n in networks.iter().filter(|n| expired(n.labels.as_ref(), now)) {
+        let name = n.name.as_deref().unwrap_or("?");
+        let result = if dry_run {
+            Ok(())
+        } else {
+            docker.remove_network(name).await
+        };
+        report("network", name, result);
+    }
+    for v in volumes.iter().filter(|v| expired(Some(&v.labels), now)) {
+        let result = if dry_run {
+            Ok(())
+        } else {
+            docker
+                .remove_volume(&v.name, None::<RemoveVolumeOptions>)
+                .await
+        };
+        report("volume", &v.name, result);
+    }
+    output::info(format!(
+        "gc: {removed} expired object(s) {}",
+        if dry_run { "found" } else { "removed" }
+    ));
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_labelled_past_expiry_counts() {
+        let labels = |v: &str| HashMap::from([(format!("{LABEL_PREFIX}expires-at"), v.to_owned())]);
+        assert!(expired(Some(&labels("100")), 100));
+        assert!(!expired(Some(&labels("101")), 100));
+        assert!(!expired(Some(&labels("soon")), 100));
+        assert!(!expired(Some(&HashMap::new()), 100));
+        assert!(!expired(None, 100));
+    }
+}

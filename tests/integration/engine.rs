@@ -1,0 +1,203 @@
+//! Reaching the engine: TLS `tcp://` hosts, and `gc` of abandoned jobs.
+
+use std::process::Command;
+
+use crate::harness::*;
+
+/// A TLS front for the local Docker socket with client-certificate verification, as a
+/// `dockerd --tlsverify` would have, and a throwaway CA made with openssl.
+struct TlsEngine {
+    port: u16,
+    certs: tempfile::TempDir,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+impl TlsEngine {
+    fn start() -> TlsEngine {
+        use rustls_pki_types::pem::PemObject;
+        use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+        use tokio_rustls::rustls;
+
+        let certs = tempfile::tempdir().unwrap();
+        let script = r#"set -e
+openssl req -x509 -newkey rsa:2048 -nodes -keyout ca-key.pem -out ca.pem -days 1 -subj /CN=test-ca
+openssl req -newkey rsa:2048 -nodes -keyout server-key.pem -out server.csr -subj /CN=127.0.0.1
+printf 'subjectAltName=IP:127.0.0.1\n' > server.ext
+openssl x509 -req -in server.csr -CA ca.pem -CAkey ca-key.pem -CAcreateserial -out server-cert.pem -days 1 -extfile server.ext
+openssl req -newkey rsa:2048 -nodes -keyout key.pem -out client.csr -subj /CN=client
+printf 'extendedKeyUsage=clientAuth\n' > client.ext
+openssl x509 -req -in client.csr -CA ca.pem -CAkey ca-key.pem -CAcreateserial -out cert.pem -days 1 -extfile client.ext
+"#;
+        let out = Command::new("sh")
+            .args(["-c", script])
+            .current_dir(certs.path())
+            .output()
+            .expect("openssl is installed by scripts/test.sh");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+
+        let dir = certs.path();
+        let mut roots = rustls::RootCertStore::empty();
+        roots
+            .add(CertificateDer::from_pem_file(dir.join("ca.pem")).unwrap())
+            .unwrap();
+        let verifier = rustls::server::WebPkiClientVerifier::builder(roots.into())
+            .build()
+            .unwrap();
+        let chain = vec![CertificateDer::from_pem_file(dir.join("server-cert.pem")).unwrap()];
+        let key = PrivateKeyDer::from_pem_file(dir.join("server-key.pem")).unwrap();
+        let server = rustls::ServerConfig::builder()
+            .with_client_cert_verifier(verifier)
+            .with_single_cert(chain, key)
+            .unwrap();
+        let acceptor = tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(server));
+
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        listener.set_nonblocking(true).unwrap();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async move {
+                let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+                let serve = async {
+                    loop {
+                        let Ok((tcp, _)) = listener.accept().await else {
+                            continue;
+                        };
+                        let acceptor = acceptor.clone();
+                        tokio::spawn(async move {
+                            let Ok(mut tls) = acceptor.accept(tcp).await else {
+                                return;
+                            };
+                            let Ok(mut unix) =
+                                tokio::net::UnixStream::connect("/var/run/docker.sock").await
+                            else {
+                                return;
+                            };
+                            let _ = tokio::io::copy_bidirectional(&mut tls, &mut unix).await;
+                        });
+                    }
+                };
+                tokio::select! {
+                    () = serve => {}
+                    _ = stopped => {}
+                }
+            });
+        });
+        TlsEngine {
+            port,
+            certs,
+            stop: Some(stop),
+        }
+    }
+}
+
+impl Drop for TlsEngine {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+#[test]
+fn a_tls_tcp_engine_runs_whole_jobs() {
+    let engine = TlsEngine::start();
+    let docker = format!(
+        "[docker]\nhost = \"tcp://127.0.0.1:{}\"\ntls_verify = true\ncert_path = {:?}",
+        engine.port,
+        engine.certs.path()
+    );
+    let job = Job::builder(BUSYBOX).config(&docker).build();
+    job.prepare_ok();
+    let out = job.run("build_script", "echo over-tls");
+    out.assert_ok();
+    assert!(out.stdout().contains("over-tls"));
+    job.cleanup().assert_ok();
+    assert_no_leftovers(&job);
+
+    // Without the client certificate the daemon is unreachable: a system failure.
+    let empty = tempfile::tempdir().unwrap();
+    let no_certs = format!(
+        "[docker]\nhost = \"tcp://127.0.0.1:{}\"\ntls_verify = true\ncert_path = {:?}",
+        engine.port,
+        empty.path()
+    );
+    let job = Job::builder(BUSYBOX).config(&no_certs).build();
+    let out = job.prepare();
+    out.assert_code(SYSTEM_FAILURE);
+    assert!(out.stderr.contains("Docker daemon"), "{}", out.stderr);
+}
+
+#[test]
+fn gc_removes_expired_leftovers_and_keeps_live_jobs() {
+    let live = Job::new(BUSYBOX);
+    live.prepare_ok();
+
+    let dead = format!("ecr-executor-gc-test-{}", std::process::id());
+    let labeled = |args: &[&str]| {
+        let mut all: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+        for label in [
+            "ecr-executor.managed=true",
+            &format!("ecr-executor.job={dead}"),
+            "ecr-executor.expires-at=1000",
+        ] {
+            all.extend(["--label".to_owned(), label.to_owned()]);
+        }
+        all
+    };
+    let run = |args: Vec<String>| docker(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    run(labeled(&["volume", "create", &format!("{dead}-builds")]));
+    run(labeled(&["network", "create", &format!("{dead}-network")]));
+    let mut create = labeled(&[
+        "create",
+        "--name",
+        &format!("{dead}-build"),
+        "--network",
+        &format!("{dead}-network"),
+    ]);
+    create.extend([
+        "-v".into(),
+        format!("{dead}-builds:/builds"),
+        BUSYBOX.into(),
+        "sleep".into(),
+        "600".into(),
+    ]);
+    run(create);
+    docker(&["start", &format!("{dead}-build")]);
+
+    let dry = live.driver(&["gc", "--dry-run"]);
+    dry.assert_ok();
+    assert!(
+        dry.stdout()
+            .contains(&format!("would remove expired container {dead}-build")),
+        "{}",
+        dry.stdout()
+    );
+    assert_eq!(leftovers(&dead).len(), 3, "dry run removes nothing");
+
+    let gc = live.driver(&["gc"]);
+    gc.assert_ok();
+    for kind in ["container", "network", "volume"] {
+        assert!(
+            gc.stdout()
+                .contains(&format!("removed expired {kind} {dead}-")),
+            "{kind}: {}",
+            gc.stdout()
+        );
+    }
+    assert!(leftovers(&dead).is_empty(), "{:?}", leftovers(&dead));
+    assert_eq!(
+        leftovers(&live.key()).len(),
+        3,
+        "the live job keeps its two containers and its volume"
+    );
+    live.run("build_script", "echo still-alive").assert_ok();
+}
