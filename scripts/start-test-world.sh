@@ -5,7 +5,8 @@
 #   - two Debian `docker-registry` instances with htpasswd auth (user AWS), one per test
 #     account, holding the busybox and helper test images; their passwords are what moto hands out
 #     (`<account>-auth-token`);
-#   - /etc/hosts names so that real ECR hostnames of those accounts reach them.
+#   - /etc/hosts names so that real ECR hostnames of those accounts reach them;
+#   - Podman's Docker-compatible API service on a private socket, with the test images.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -82,6 +83,14 @@ start_registry $RUNNER_ACCOUNT
 runner_port=$REGISTRY_PORT
 start_registry $JOB_ACCOUNT
 job_port=$REGISTRY_PORT
+# Podman: its service speaks the Docker API; this sandbox cannot set the rlimits Podman
+# applies by default, so they are switched off.
+printf '[containers]\ndefault_ulimits = []\n' >"$run/containers.conf"
+CONTAINERS_CONF="$run/containers.conf" podman system service --time=0 "unix://$run/podman.sock" >"$run/podman.log" 2>&1 &
+pids+=($!)
+docker save ecr-executor-test/busybox:latest ecr-executor-test/helper:latest | podman load -q >/dev/null
+for _ in $(seq 1 100); do [ -S "$run/podman.sock" ] && break; sleep 0.1; done
+
 wait_http "http://127.0.0.1:$moto_port/moto-api/" 200
 log "moto on :$moto_port, registries on :$runner_port ($RUNNER_ACCOUNT) and :$job_port ($JOB_ACCOUNT)"
 
@@ -89,6 +98,7 @@ cat <<ENV
 export ECR_EXECUTOR_TEST_AWS=http://127.0.0.1:$moto_port
 export ECR_EXECUTOR_TEST_REGISTRY_RUNNER=$runner_port
 export ECR_EXECUTOR_TEST_REGISTRY_JOB=$job_port
+export ECR_EXECUTOR_TEST_PODMAN=unix://$run/podman.sock
 export ECR_EXECUTOR_TEST_PIDS="${pids[*]}"
 export ECR_EXECUTOR_TEST_RUN=$run
 ENV

@@ -9,7 +9,7 @@ cd "$(dirname "$0")/.."
 log() { printf '==> %s\n' "$*" >&2; }
 
 need_packages=()
-for pkg in busybox-static docker-registry apache2-utils curl python3-venv openssl; do
+for pkg in busybox-static docker-registry apache2-utils curl python3-venv openssl podman; do
   dpkg -s "$pkg" >/dev/null 2>&1 || need_packages+=("$pkg")
 done
 command -v docker >/dev/null 2>&1 || need_packages+=(docker.io)

@@ -201,3 +201,43 @@ fn gc_removes_expired_leftovers_and_keeps_live_jobs() {
     );
     live.run("build_script", "echo still-alive").assert_ok();
 }
+
+#[test]
+fn podman_runs_whole_jobs_through_its_docker_api() {
+    let socket = std::env::var("ECR_EXECUTOR_TEST_PODMAN")
+        .expect("ECR_EXECUTOR_TEST_PODMAN is not set: run the tests with scripts/test.sh");
+    let job = Job::builder(BUSYBOX)
+        .config(&format!("[docker]\nhost = \"{socket}\""))
+        .build();
+    job.prepare_ok();
+    job.run(
+        "get_sources",
+        "echo from-helper > /builds/shared.txt && gitlab-runner --version",
+    )
+    .assert_ok();
+    let out = job.run("build_script", "cat /builds/shared.txt; exit 3");
+    out.assert_code(BUILD_FAILURE);
+    assert!(out.stdout().contains("from-helper"), "{}", out.all());
+    assert_eq!(
+        std::fs::read_to_string(job.exit_code_file())
+            .unwrap()
+            .trim(),
+        "3"
+    );
+    job.cleanup().assert_ok();
+    let left = Command::new("podman")
+        .args([
+            "ps",
+            "-a",
+            "-q",
+            "--filter",
+            &format!("label=ecr-executor.job={}", job.key()),
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        left.stdout.is_empty(),
+        "podman kept {}",
+        String::from_utf8_lossy(&left.stdout)
+    );
+}
