@@ -22,3 +22,6 @@ pub mod output;
 pub mod policy;
 pub mod signals;
 pub mod stages;
+
+#[cfg(test)]
+mod robustness_tests;
