@@ -80,6 +80,17 @@ pub enum Error {
         source: bollard::errors::Error,
     },
 
+    #[error(
+        "cannot reach the Docker daemon to {action} {target}: {source}; check that dockerd is \
+         running and that `[docker] host` / DOCKER_HOST point at it"
+    )]
+    DockerUnreachable {
+        action: &'static str,
+        target: String,
+        #[source]
+        source: bollard::errors::Error,
+    },
+
     #[error("Docker could not {action} {target}: {source}")]
     Docker {
         action: &'static str,
@@ -224,6 +235,7 @@ impl Error {
             | Error::InvalidVariable { .. }
             | Error::JobPayload { .. }
             | Error::DockerConnect { .. }
+            | Error::DockerUnreachable { .. }
             | Error::Docker { .. }
             | Error::Pull { .. }
             | Error::ImageNotPresent { .. }
@@ -247,10 +259,27 @@ impl Error {
         target: impl Into<String>,
         source: bollard::errors::Error,
     ) -> Self {
-        Error::Docker {
-            action,
-            target: target.into(),
+        use bollard::errors::Error as E;
+        let unreachable = matches!(
             source,
+            E::HyperLegacyError { .. }
+                | E::IOError { .. }
+                | E::SocketNotFoundError(_)
+                | E::RequestTimeoutError
+        );
+        let target = target.into();
+        if unreachable {
+            Error::DockerUnreachable {
+                action,
+                target,
+                source,
+            }
+        } else {
+            Error::Docker {
+                action,
+                target,
+                source,
+            }
         }
     }
 

@@ -233,7 +233,7 @@ fn nasty_docker_auth_configs_never_echo_values() {
         format!(r#"{{"auths": {{"h": {{"auth": "{b64}"}}}}}}"#),
         format!(r#"{{"auths": {{"h": {{"username": 1, "password": "{secret}"}}}}}}"#),
         format!(r#"{{"auths": "{secret}"}}"#),
-        format!("{secret}"),
+        secret.to_string(),
     ] {
         let err = DockerAuthConfig::parse(&text).unwrap_err();
         assert!(!err.contains(secret), "{err}");

@@ -6,14 +6,23 @@ use crate::harness::*;
 
 /// A TLS front for the local Docker socket with client-certificate verification, as a
 /// `dockerd --tlsverify` would have, and a throwaway CA made with openssl.
-struct TlsEngine {
-    port: u16,
-    certs: tempfile::TempDir,
+pub struct TlsEngine {
+    pub port: u16,
+    pub certs: tempfile::TempDir,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
 }
 
 impl TlsEngine {
-    fn start() -> TlsEngine {
+    /// The driver config lines that reach the engine through this front.
+    pub fn config(&self) -> String {
+        format!(
+            "[docker]\nhost = \"tcp://127.0.0.1:{}\"\ntls_verify = true\ncert_path = {:?}",
+            self.port,
+            self.certs.path()
+        )
+    }
+
+    pub fn start() -> TlsEngine {
         use rustls_pki_types::pem::PemObject;
         use rustls_pki_types::{CertificateDer, PrivateKeyDer};
         use tokio_rustls::rustls;
@@ -110,12 +119,7 @@ impl Drop for TlsEngine {
 #[test]
 fn a_tls_tcp_engine_runs_whole_jobs() {
     let engine = TlsEngine::start();
-    let docker = format!(
-        "[docker]\nhost = \"tcp://127.0.0.1:{}\"\ntls_verify = true\ncert_path = {:?}",
-        engine.port,
-        engine.certs.path()
-    );
-    let job = Job::builder(BUSYBOX).config(&docker).build();
+    let job = Job::builder(BUSYBOX).config(&engine.config()).build();
     job.prepare_ok();
     let out = job.run("build_script", "echo over-tls");
     out.assert_ok();

@@ -359,6 +359,23 @@ impl Job {
         }
     }
 
+    /// Starts `ecr-executor <args>` in the job's environment without waiting.
+    pub fn spawn_driver(&self, args: &[&str]) -> Running {
+        let (mut cmd, stdout, stderr) = self.command(args, "driver");
+        Running {
+            child: cmd.spawn().expect("start ecr-executor"),
+            stdout,
+            stderr,
+        }
+    }
+
+    /// Runs cleanup against the local engine, whatever engine the job's config names.
+    pub fn cleanup_locally(&self) -> Output {
+        let local = self.tmp.path().join("local.toml");
+        fs::write(&local, BASE_CONFIG).unwrap();
+        self.execute(&["--config", local.to_str().unwrap(), "cleanup"], "cleanup")
+    }
+
     /// Runs `ecr-executor <args>` in the job's environment.
     pub fn driver(&self, args: &[&str]) -> Output {
         self.execute(args, "driver")

@@ -8,6 +8,7 @@ mod cleanup;
 mod ecr;
 mod engine;
 mod fake_aws;
+mod faults;
 mod jobs;
 mod output;
 mod parity;

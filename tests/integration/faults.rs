@@ -1,0 +1,334 @@
+//! Faults: the engine unreachable or gone mid-stage, a registry failing mid-pull, a full disk
+//! under the credential cache, a SIGKILLed prepare, cancellation in every kind of stage, and
+//! the cache under concurrent writers that get SIGKILLed. Each: the right exit class, a clear
+//! message, bounded time, nothing leaked.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpListener;
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+
+use crate::engine::TlsEngine;
+use crate::fake_aws::{FakeAws, Reply};
+use crate::harness::*;
+
+#[test]
+fn an_unreachable_engine_is_a_system_failure_in_every_stage() {
+    // A missing socket, and a socket file nobody listens on (a stopped daemon).
+    let dead = tempfile::tempdir().unwrap();
+    let socket = dead.path().join("docker.sock");
+    drop(std::os::unix::net::UnixListener::bind(&socket).unwrap());
+    for host in [
+        "unix:///nonexistent/docker.sock".to_owned(),
+        format!("unix://{}", socket.display()),
+    ] {
+        let job = Job::builder(BUSYBOX)
+            .config(&format!("[docker]\nhost = {host:?}"))
+            .build();
+        let start = Instant::now();
+        for out in [job.prepare(), job.run("build_script", "echo hi")] {
+            out.assert_code(SYSTEM_FAILURE);
+            assert!(out.stderr.contains("the Docker daemon"), "{}", out.stderr);
+            assert!(
+                out.stderr.contains("check that dockerd is running"),
+                "{}",
+                out.stderr
+            );
+        }
+        job.cleanup().assert_ok();
+        assert!(start.elapsed() < Duration::from_secs(10));
+    }
+}
+
+#[test]
+fn an_engine_that_goes_away_mid_stage_ends_the_stage() {
+    let engine = TlsEngine::start();
+    let job = Job::builder(BUSYBOX).config(&engine.config()).build();
+    job.prepare_ok();
+    let running = job.spawn_run("build_script", "echo started\nsleep 30\necho finished");
+    let start = Instant::now();
+    while !running.stdout_so_far().contains("started") {
+        assert!(start.elapsed() < Duration::from_secs(30));
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    drop(engine); // the daemon's endpoint disappears (as in a restart)
+    let out = running.wait(Duration::from_secs(20));
+    out.assert_code(SYSTEM_FAILURE);
+    assert!(!out.stdout().contains("finished"));
+    assert!(out.stderr.contains("Docker"), "{}", out.stderr);
+    // The job's leftovers are removed through the local socket by the usual cleanup.
+    job.cleanup_locally().assert_ok();
+    assert_no_leftovers(&job);
+}
+
+/// A registry that answers `/v2/` but fails every manifest request, either with a 500 or by
+/// closing the connection halfway through the response.
+fn failing_registry(close_mid_response: bool) -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for conn in listener.incoming().flatten() {
+            std::thread::spawn(move || {
+                let mut reader = BufReader::new(conn.try_clone().unwrap());
+                let mut out = conn;
+                loop {
+                    let mut line = String::new();
+                    if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                        return;
+                    }
+                    let mut len = 0;
+                    loop {
+                        let mut h = String::new();
+                        if reader.read_line(&mut h).unwrap_or(0) == 0 {
+                            return;
+                        }
+                        if h.trim().is_empty() {
+                            break;
+                        }
+                        if let Some(v) = h.to_ascii_lowercase().strip_prefix("content-length:") {
+                            len = v.trim().parse().unwrap_or(0);
+                        }
+                    }
+                    let mut body = vec![0; len];
+                    let _ = reader.read_exact(&mut body);
+                    let path = line.split_whitespace().nth(1).unwrap_or("/").to_owned();
+                    let response = if path == "/v2/" {
+                        "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nDocker-Distribution-API-Version: registry/2.0\r\n\r\n{}".to_owned()
+                    } else if close_mid_response {
+                        let _ = out.write_all(b"HTTP/1.1 200 OK\r\nContent-Type: application/vnd.docker.distribution.manifest.v2+json\r\nContent-Length: 5000\r\n\r\n{\"schemaVersion\": 2, ");
+                        return;
+                    } else {
+                        "HTTP/1.1 500 Internal Server Error\r\nContent-Length: 21\r\n\r\ninjected server error".to_owned()
+                    };
+                    if out.write_all(response.as_bytes()).is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    port
+}
+
+#[test]
+fn a_registry_failing_mid_pull_is_a_system_failure() {
+    for close in [false, true] {
+        let image = format!(
+            "127.0.0.1:{}/ecr-executor-test/broken:1",
+            failing_registry(close)
+        );
+        let job = Job::builder(&image)
+            .payload_image(json!({"name": image, "pull_policy": ["always"]}))
+            .build();
+        let start = Instant::now();
+        let out = job.prepare();
+        out.assert_code(SYSTEM_FAILURE);
+        assert!(
+            out.stderr
+                .contains(&format!("pulling image {image} failed")),
+            "{}",
+            out.stderr
+        );
+        assert!(
+            start.elapsed() < Duration::from_secs(90),
+            "took {:?}",
+            start.elapsed()
+        );
+        job.cleanup().assert_ok();
+        assert_no_leftovers(&job);
+    }
+}
+
+/// A 4 KiB tmpfs, filled up: every write below it fails with ENOSPC.
+struct FullDisk {
+    dir: tempfile::TempDir,
+}
+
+impl FullDisk {
+    fn new() -> FullDisk {
+        let dir = tempfile::tempdir().unwrap();
+        let status = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", "size=4k,mode=0700", "tmpfs"])
+            .arg(dir.path())
+            .status()
+            .unwrap();
+        assert!(
+            status.success(),
+            "mounting a tmpfs needs root (scripts/test.sh runs as root)"
+        );
+        let _ = std::fs::write(dir.path().join("filler"), vec![0u8; 64 * 1024]);
+        FullDisk { dir }
+    }
+}
+
+impl Drop for FullDisk {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg(self.dir.path())
+            .status();
+    }
+}
+
+#[test]
+fn a_full_disk_under_the_cache_is_a_warning_not_a_failure() {
+    let disk = FullDisk::new();
+    let fake = FakeAws::start();
+    let image = world().ecr_image(RUNNER_ACCOUNT);
+    let job = Job::builder(&image)
+        .payload_image(json!({"name": image, "pull_policy": ["always"]}))
+        .aws(&fake.url)
+        .config(&format!("[ecr]\ncache_dir = {:?}", disk.dir.path()))
+        .build();
+    let out = job.prepare();
+    out.assert_ok();
+    assert!(
+        out.stderr
+            .contains("could not update the ECR credential cache"),
+        "{}",
+        out.stderr
+    );
+    let names: Vec<String> = std::fs::read_dir(disk.dir.path())
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(
+        !names
+            .iter()
+            .any(|n| n.ends_with(".json") || n.ends_with(".tmp")),
+        "{names:?}"
+    );
+}
+
+#[test]
+fn a_sigkilled_prepare_is_cleaned_up_completely() {
+    let job = Job::builder(BUSYBOX)
+        .config("wait_for_services_timeout = 120")
+        .services(json!([{
+            "name": BUSYBOX, "entrypoint": ["sh", "-c"], "command": ["sleep 600"],
+            "variables": [{"key": "HEALTHCHECK_TCP_PORT", "value": "7777"}]
+        }]))
+        .build();
+    let running = job.spawn_prepare();
+    // Wait until prepare is waiting for the service: every resource exists by then.
+    let start = Instant::now();
+    while leftovers(&job.key()).len() < 5 {
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "{:?}",
+            leftovers(&job.key())
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    running.signal_group(libc::SIGKILL);
+    let out = running.wait(Duration::from_secs(10));
+    assert_eq!(out.code, None, "killed by a signal");
+    job.cleanup().assert_ok();
+    assert_no_leftovers(&job);
+}
+
+#[test]
+fn sigterm_stops_helper_and_after_script_stages_too() {
+    let job = Job::new(BUSYBOX);
+    job.prepare_ok();
+    for (stage, container) in [
+        ("get_sources", format!("{}-helper", job.key())),
+        ("after_script", job.build_container()),
+    ] {
+        let running = job.spawn_run(stage, "echo started\nsleep 600");
+        let start = Instant::now();
+        while !running.stdout_so_far().contains("started") {
+            assert!(
+                start.elapsed() < Duration::from_secs(30),
+                "{stage} never started"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let signalled = Instant::now();
+        running.signal_group(libc::SIGTERM);
+        let out = running.wait(Duration::from_secs(10));
+        out.assert_code(SYSTEM_FAILURE);
+        assert!(signalled.elapsed() < Duration::from_secs(10));
+        let ps = docker(&["exec", &container, "ps", "-o", "args"]);
+        assert!(
+            !ps.iter().any(|p| p.contains("sleep 600")),
+            "{stage}: {ps:?}"
+        );
+    }
+}
+
+#[test]
+fn the_cache_survives_concurrent_writers_and_sigkills() {
+    let fake = FakeAws::start();
+    fake.reply(
+        "GetAuthorizationToken",
+        Reply::Delay(Duration::from_millis(50)),
+    );
+    let cache = tempfile::tempdir().unwrap();
+    let image = world().ecr_image(RUNNER_ACCOUNT);
+    let job = Job::builder(BUSYBOX)
+        .aws(&fake.url)
+        .config(&format!("[ecr]\ncache_dir = {:?}", cache.path()))
+        .build();
+    let mut seed = u64::from(std::process::id());
+    let mut random = move |n: u64| {
+        seed = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (seed >> 33) % n
+    };
+    for round in 0..4 {
+        // Some rounds start from an entry that is already too old to use.
+        if round % 2 == 1 {
+            for entry in std::fs::read_dir(cache.path()).unwrap().flatten() {
+                if entry.file_name().to_string_lossy().ends_with(".json") {
+                    let text = std::fs::read_to_string(entry.path()).unwrap();
+                    let mut v: serde_json::Value = serde_json::from_str(&text).unwrap();
+                    v["expires_at"] = json!(1000);
+                    std::fs::write(entry.path(), v.to_string()).unwrap();
+                }
+            }
+        }
+        let procs: Vec<Running> = (0..32)
+            .map(|_| job.spawn_driver(&["auth", "check", &image]))
+            .collect();
+        std::thread::sleep(Duration::from_millis(random(150)));
+        let mut survivors = Vec::new();
+        for p in procs {
+            if random(3) == 0 {
+                p.signal_group(libc::SIGKILL);
+                p.wait(Duration::from_secs(10));
+            } else {
+                survivors.push(p);
+            }
+        }
+        for p in survivors {
+            let out = p.wait(Duration::from_secs(60));
+            out.assert_ok();
+            assert!(
+                !out.stdout().contains("2015"),
+                "an expired token was used: {}",
+                out.stdout()
+            );
+        }
+        for entry in std::fs::read_dir(cache.path()).unwrap().flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if name.ends_with(".json") {
+                let v: serde_json::Value =
+                    serde_json::from_str(&std::fs::read_to_string(entry.path()).unwrap())
+                        .unwrap_or_else(|e| {
+                            panic!("round {round}: unreadable cache entry {name}: {e}")
+                        });
+                assert!(v["expires_at"].as_u64().unwrap() > 1000 || round % 2 == 1);
+            }
+        }
+    }
+    let last = job.driver(&["auth", "check", &image]);
+    last.assert_ok();
+    assert!(
+        last.stdout().contains("source:   cache"),
+        "{}",
+        last.stdout()
+    );
+}
