@@ -3,7 +3,7 @@
 //! Removal needs no saved state: it finds a job's resources by the [`LABEL_JOB`] label and by
 //! their deterministic names, removes them concurrently, and treats "already gone" as done.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::HashMap;
 
 use bollard::Docker;
 use bollard::query_parameters::{
@@ -17,6 +17,9 @@ use crate::naming::{LABEL_JOB, Names};
 
 /// Removes every container, network and per-job volume of a job. Returns what could not be
 /// removed, one message per object; an empty list means the job left nothing behind.
+///
+/// Everything the driver creates carries the job label, so the three listings (made
+/// concurrently) find it all; a blind removal by name would only add requests.
 pub async fn remove_job(docker: &Docker, names: &Names) -> Vec<String> {
     let filter = || {
         Some(HashMap::from([(
@@ -24,50 +27,45 @@ pub async fn remove_job(docker: &Docker, names: &Names) -> Vec<String> {
             vec![format!("{LABEL_JOB}={}", names.job)],
         )]))
     };
-    let mut failures = Vec::new();
-
-    let mut containers = BTreeSet::from([names.build.clone(), names.helper.clone()]);
-    match docker
-        .list_containers(Some(ListContainersOptions {
+    let (containers, networks, volumes) = tokio::join!(
+        docker.list_containers(Some(ListContainersOptions {
             all: true,
             filters: filter(),
             ..Default::default()
-        }))
-        .await
+        })),
+        docker.list_networks(Some(ListNetworksOptions { filters: filter() })),
+        docker.list_volumes(Some(ListVolumesOptions { filters: filter() })),
+    );
+    let mut failures = Vec::new();
+    let mut listed = |what: &str, result: Result<Vec<String>, bollard::errors::Error>| match result
     {
-        Ok(list) => containers.extend(list.into_iter().filter_map(|c| c.id)),
-        Err(e) => failures.push(format!("listing containers of {}: {e}", names.job)),
-    }
-    let removals = containers.iter().map(|name| async move {
-        let options = RemoveContainerOptions {
-            force: true,
-            v: true,
-            ..Default::default()
-        };
-        match docker.remove_container(name, Some(options)).await {
-            Ok(()) => None,
-            Err(e) if is_not_found(&e) || is_removal_in_progress(&e) => None,
-            Err(e) => Some(format!("container {name}: {e}")),
+        Ok(found) => found,
+        Err(e) => {
+            failures.push(format!("listing {what} of {}: {e}", names.job));
+            Vec::new()
         }
-    });
-    failures.extend(join_all(removals).await.into_iter().flatten());
+    };
+    let containers = listed(
+        "containers",
+        containers.map(|l| l.into_iter().filter_map(|c| c.id).collect()),
+    );
+    let networks = listed(
+        "networks",
+        networks.map(|l| l.into_iter().filter_map(|n| n.name).collect()),
+    );
+    let volumes = listed(
+        "volumes",
+        volumes.map(|l| {
+            l.volumes
+                .unwrap_or_default()
+                .into_iter()
+                .map(|v| v.name)
+                .collect()
+        }),
+    );
 
-    let mut networks = BTreeSet::from([names.network.clone()]);
-    match docker
-        .list_networks(Some(ListNetworksOptions { filters: filter() }))
-        .await
-    {
-        Ok(list) => networks.extend(list.into_iter().filter_map(|n| n.name)),
-        Err(e) => failures.push(format!("listing networks of {}: {e}", names.job)),
-    }
-    let mut volumes = BTreeSet::from([names.builds_volume.clone()]);
-    match docker
-        .list_volumes(Some(ListVolumesOptions { filters: filter() }))
-        .await
-    {
-        Ok(list) => volumes.extend(list.volumes.unwrap_or_default().into_iter().map(|v| v.name)),
-        Err(e) => failures.push(format!("listing volumes of {}: {e}", names.job)),
-    }
+    let removals = containers.iter().map(|id| remove_container(docker, id));
+    failures.extend(join_all(removals).await.into_iter().flatten());
     let network_removals = networks.iter().map(|name| async move {
         match docker.remove_network(name).await {
             Ok(()) => None,
@@ -88,6 +86,20 @@ pub async fn remove_job(docker: &Docker, names: &Names) -> Vec<String> {
     let (n, v) = tokio::join!(join_all(network_removals), join_all(volume_removals));
     failures.extend(n.into_iter().chain(v).flatten());
     failures
+}
+
+/// Force-removes a container and its anonymous volumes; "already gone" is success.
+pub async fn remove_container(docker: &Docker, name: &str) -> Option<String> {
+    let options = RemoveContainerOptions {
+        force: true,
+        v: true,
+        ..Default::default()
+    };
+    match docker.remove_container(name, Some(options)).await {
+        Ok(()) => None,
+        Err(e) if is_not_found(&e) || is_removal_in_progress(&e) => None,
+        Err(e) => Some(format!("container {name}: {e}")),
+    }
 }
 
 fn is_removal_in_progress(e: &bollard::errors::Error) -> bool {

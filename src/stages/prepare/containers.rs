@@ -196,10 +196,26 @@ pub async fn create_and_start(
         name: Some(name.to_owned()),
         platform: platform.unwrap_or_default().to_owned(),
     };
-    docker
-        .create_container(Some(options), body)
+    match docker
+        .create_container(Some(options.clone()), body.clone())
         .await
-        .map_err(|e| Error::docker("create container", name, e))?;
+    {
+        Ok(_) => {}
+        // A container of that name without the job's label (so not found by the leftover
+        // sweep): remove it and try once more.
+        Err(bollard::errors::Error::DockerResponseServerError {
+            status_code: 409, ..
+        }) => {
+            if let Some(failure) = crate::docker::resources::remove_container(docker, name).await {
+                crate::output::warn(format!("could not remove conflicting {failure}"));
+            }
+            docker
+                .create_container(Some(options), body)
+                .await
+                .map_err(|e| Error::docker("create container", name, e))?;
+        }
+        Err(e) => return Err(Error::docker("create container", name, e)),
+    }
     docker
         .start_container(name, None)
         .await
