@@ -65,8 +65,9 @@ pub struct Output {
     pub code: Option<i32>,
     pub stdout_path: PathBuf,
     pub stderr: String,
-    /// Peak resident set size of the driver process, in KiB.
-    pub max_rss_kib: i64,
+    /// Peak resident memory of the driver itself in KiB, sampled while it ran (0 when it
+    /// ended before the first sample).
+    pub peak_rss_kib: i64,
 }
 
 impl Output {
@@ -476,7 +477,9 @@ fn wait(child: Child, stdout: PathBuf, stderr: PathBuf, limit: Duration) -> Outp
     let mut status = 0;
     // SAFETY: zeroed rusage is a valid out-parameter for wait4.
     let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    let mut peak_rss_kib = 0;
     loop {
+        peak_rss_kib = peak_rss_kib.max(vm_hwm_kib(pid));
         // SAFETY: waiting on our own child with valid out-pointers.
         let r = unsafe { libc::wait4(pid, &mut status, libc::WNOHANG, &mut usage) };
         if r == pid {
@@ -496,8 +499,21 @@ fn wait(child: Child, stdout: PathBuf, stderr: PathBuf, limit: Duration) -> Outp
         code,
         stdout_path: stdout,
         stderr: fs::read_to_string(&stderr).unwrap_or_default(),
-        max_rss_kib: usage.ru_maxrss,
+        peak_rss_kib,
     }
+}
+
+/// The high-water mark of a running process's own memory (`VmHWM`), 0 once it has exited.
+/// Not `ru_maxrss`: Linux carries the parent's high-water mark over a (v)fork + exec into
+/// the child's, so with a big test process it measures the test, not the driver.
+fn vm_hwm_kib(pid: i32) -> i64 {
+    fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|status| {
+            let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+            line.split_whitespace().nth(1)?.parse().ok()
+        })
+        .unwrap_or(0)
 }
 
 fn shell_quote(s: &str) -> String {
