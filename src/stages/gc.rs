@@ -71,10 +71,21 @@ pub async fn run(ctx: &Context, dry_run: bool) -> Result<()> {
             }
         };
     // Containers first: networks and volumes are in use until their containers are gone.
-    for c in containers
+    // Helpers before the rest: a helper joins its build container's network namespace, and
+    // Podman refuses to remove a container others depend on.
+    let mut expired_containers: Vec<_> = containers
         .iter()
         .filter(|c| expired(c.labels.as_ref(), now))
-    {
+        .collect();
+    let role = format!("{LABEL_PREFIX}role");
+    expired_containers.sort_by_key(|c| {
+        c.labels
+            .as_ref()
+            .and_then(|l| l.get(&role))
+            .map(String::as_str)
+            != Some("helper")
+    });
+    for c in expired_containers {
         let name = c
             .names
             .as_ref()

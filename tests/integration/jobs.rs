@@ -216,6 +216,22 @@ fn network_per_build_gives_the_job_its_own_network() {
 }
 
 #[test]
+fn the_helper_shares_the_build_containers_network_and_hostname() {
+    let job = Job::new(BUSYBOX);
+    job.prepare_ok();
+    let identity = |stage: &str| {
+        let out = job.run(stage, "hostname; cat /sys/class/net/eth0/address");
+        out.assert_ok();
+        out.stdout()
+    };
+    let (helper, build) = (identity("get_sources"), identity("build_script"));
+    assert!(build.lines().count() == 2, "{build}");
+    assert_eq!(helper, build, "one network namespace, one hostname");
+    job.cleanup().assert_ok();
+    assert_no_leftovers(&job);
+}
+
+#[test]
 fn bad_driver_config_names_the_key_and_the_file() {
     let job = Job::builder(BUSYBOX)
         .config("defualt_image = \"x\"")

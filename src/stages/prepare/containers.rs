@@ -2,8 +2,8 @@
 //!
 //! Build container: the job image with its ENTRYPOINT (unless the job overrides it) and a
 //! keep-alive command, the builds and cache volumes, the operator's volumes, limits and
-//! security settings. Helper container: the helper image, the same volumes and DNS settings,
-//! no limits or extra privileges. Service containers: the `[services]` limits and the
+//! security settings. Helper container: the helper image, the same volumes, in the build
+//! container's network namespace, no limits or extra privileges. Service containers: the `[services]` limits and the
 //! operator's DNS settings, on the job's network under their aliases.
 
 use std::collections::HashMap;
@@ -71,17 +71,25 @@ pub fn helper(
     labels: HashMap<String, String>,
     lifetime_secs: u64,
 ) -> ContainerCreateBody {
+    // The helper joins the build container's network namespace (as a pod's containers do):
+    // same network, hostname, /etc/hosts and DNS, and one network setup fewer per job, which
+    // is a large part of a container start. Docker refuses DNS settings in this mode.
+    let host = HostConfig {
+        network_mode: Some(format!("container:{}", names.build)),
+        dns: None,
+        dns_search: None,
+        extra_hosts: None,
+        ..base_host_config(config, names, plan)
+    };
     ContainerCreateBody {
         image: Some(image_id),
-        hostname: Some(names.hostname.clone()),
         entrypoint: Some(vec!["sh".into(), "-c".into()]),
         cmd: Some(vec![format!(
             "{LINK_GITLAB_RUNNER}; {}",
             keep_alive(lifetime_secs)
         )]),
         labels: Some(labels),
-        host_config: Some(base_host_config(config, names, plan)),
-        networking_config: endpoint(names, plan.network_per_job, vec!["helper".into()]),
+        host_config: Some(host),
         ..Default::default()
     }
 }
@@ -192,6 +200,17 @@ pub async fn create_and_start(
     platform: Option<&str>,
     body: ContainerCreateBody,
 ) -> Result<()> {
+    create(docker, name, platform, body).await?;
+    start(docker, name).await
+}
+
+/// Creates a container; a same-named one the leftover sweep missed is replaced.
+pub async fn create(
+    docker: &Docker,
+    name: &str,
+    platform: Option<&str>,
+    body: ContainerCreateBody,
+) -> Result<()> {
     let options = CreateContainerOptions {
         name: Some(name.to_owned()),
         platform: platform.unwrap_or_default().to_owned(),
@@ -216,6 +235,10 @@ pub async fn create_and_start(
         }
         Err(e) => return Err(Error::docker("create container", name, e)),
     }
+    Ok(())
+}
+
+pub async fn start(docker: &Docker, name: &str) -> Result<()> {
     docker
         .start_container(name, None)
         .await

@@ -126,7 +126,25 @@ async fn prepare(ctx: &Context, docker: &Docker, id: &JobIdentity, plan: &Plan) 
         labels(Role::Helper),
         keep_alive,
     );
-    let (started, (), ()) = tokio::try_join!(
+    let image = plan.image.to_string();
+    let build_and_helper = async {
+        // The helper joins the build container's network namespace, so it is created once
+        // the build container exists and started once that one runs.
+        containers::create(docker, &names.build, platform, build).await?;
+        let (started, created) = tokio::join!(
+            containers::start(docker, &names.build),
+            containers::create(docker, &names.helper, None, helper),
+        );
+        started?;
+        created?;
+        if let Err(e) = containers::start(docker, &names.helper).await {
+            // An entrypoint that already exited took the namespace with it: say that.
+            ensure_running(docker, &names.build, &image).await?;
+            return Err(e);
+        }
+        Ok(())
+    };
+    let (started, ()) = tokio::try_join!(
         services::start(
             docker,
             config,
@@ -135,10 +153,9 @@ async fn prepare(ctx: &Context, docker: &Docker, id: &JobIdentity, plan: &Plan) 
             || labels(Role::Service),
             &auth
         ),
-        containers::create_and_start(docker, &names.build, platform, build),
-        containers::create_and_start(docker, &names.helper, None, helper),
+        build_and_helper,
     )?;
     let limit = Duration::from_secs(config.wait_for_services_timeout);
     services::wait(docker, &names.network, &started, limit).await;
-    ensure_running(docker, &names.build, &plan.image.to_string()).await
+    ensure_running(docker, &names.build, &image).await
 }
