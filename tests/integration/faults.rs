@@ -1,4 +1,5 @@
-//! Faults: the engine unreachable or gone mid-stage, a registry failing mid-pull, a full disk
+//! Faults: the engine unreachable, gone mid-stage or restarted (a private Podman service) during
+//! prepare and during a stage, a registry failing mid-pull, a full disk
 //! under the credential cache, a SIGKILLed prepare, cancellation in every kind of stage, and
 //! the cache under concurrent writers that get SIGKILLed. Each: the right exit class, a clear
 //! message, bounded time, nothing leaked.
@@ -331,4 +332,174 @@ fn the_cache_survives_concurrent_writers_and_sigkills() {
         "{}",
         last.stdout()
     );
+}
+
+/// A Podman API service of the test's own on a private socket, so that it can be restarted
+/// for real: its containers live on (conmon holds them) while the API endpoint goes away and
+/// comes back, as with a `systemctl restart` of an engine.
+struct PodmanService {
+    dir: tempfile::TempDir,
+    child: std::process::Child,
+}
+
+impl PodmanService {
+    fn start() -> PodmanService {
+        let dir = tempfile::tempdir().unwrap();
+        let child = PodmanService::spawn(dir.path());
+        PodmanService { dir, child }
+    }
+
+    fn socket(&self) -> std::path::PathBuf {
+        self.dir.path().join("podman.sock")
+    }
+
+    fn spawn(dir: &std::path::Path) -> std::process::Child {
+        let run = std::env::var("ECR_EXECUTOR_TEST_RUN")
+            .expect("ECR_EXECUTOR_TEST_RUN is not set: run the tests with scripts/test.sh");
+        let socket = dir.join("podman.sock");
+        let child = std::process::Command::new("podman")
+            .args(["system", "service", "--time=0"])
+            .arg(format!("unix://{}", socket.display()))
+            .env("CONTAINERS_CONF", format!("{run}/containers.conf"))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("start podman system service");
+        let start = Instant::now();
+        while std::os::unix::net::UnixStream::connect(&socket).is_err() {
+            assert!(
+                start.elapsed() < Duration::from_secs(20),
+                "podman service did not start"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        child
+    }
+
+    fn stop(&mut self) {
+        // SAFETY: signalling our own child.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let _ = self.child.wait();
+        let _ = std::fs::remove_file(self.socket());
+    }
+
+    fn restart(&mut self) {
+        self.stop();
+        self.child = PodmanService::spawn(self.dir.path());
+    }
+}
+
+impl Drop for PodmanService {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn podman_leftovers(job: &Job) -> String {
+    let mut left = String::new();
+    for kind in ["container", "volume", "network"] {
+        let out = std::process::Command::new("podman")
+            .args([kind, "ls", "-q", "--filter"])
+            .arg(format!("label=ecr-executor.job={}", job.key()))
+            .args(if kind == "container" {
+                &["-a"][..]
+            } else {
+                &[][..]
+            })
+            .output()
+            .unwrap();
+        left.push_str(&String::from_utf8_lossy(&out.stdout));
+    }
+    left
+}
+
+#[test]
+fn an_engine_restarted_mid_stage_fails_the_stage_and_cleanup_still_works() {
+    let mut engine = PodmanService::start();
+    let job = Job::builder(BUSYBOX)
+        .config(&format!(
+            "[docker]\nhost = \"unix://{}\"",
+            engine.socket().display()
+        ))
+        .build();
+    job.prepare_ok();
+    let running = job.spawn_run("build_script", "echo started\nsleep 30\necho finished");
+    let start = Instant::now();
+    while !running.stdout_so_far().contains("started") {
+        assert!(start.elapsed() < Duration::from_secs(30));
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    engine.restart();
+    let out = running.wait(Duration::from_secs(20));
+    out.assert_code(SYSTEM_FAILURE);
+    assert!(!out.stdout().contains("finished"), "{}", out.all());
+    assert!(out.stderr.contains("exec in"), "{}", out.stderr);
+    assert!(
+        start.elapsed() < Duration::from_secs(15),
+        "{:?}",
+        start.elapsed()
+    );
+
+    // The restarted engine still has the job's containers: the next stage works, and the
+    // runner's cleanup removes everything.
+    job.run("get_sources", "echo after-restart").assert_ok();
+    job.cleanup().assert_ok();
+    assert_eq!(podman_leftovers(&job), "");
+}
+
+#[test]
+fn an_engine_restarted_mid_prepare_is_retried_and_leaves_nothing() {
+    let mut engine = PodmanService::start();
+    let job = Job::builder(BUSYBOX)
+        .config(&format!(
+            "wait_for_services_timeout = 4\n[docker]\nhost = \"unix://{}\"",
+            engine.socket().display()
+        ))
+        .services(json!([{
+            "name": BUSYBOX,
+            "alias": "silent",
+            "entrypoint": ["sh", "-c"],
+            "command": ["sleep 600"],
+            "variables": [{"key": "HEALTHCHECK_TCP_PORT", "value": "7777"}]
+        }]))
+        .build();
+    let start = Instant::now();
+    let prepare = job.spawn_prepare();
+    // Restart the engine while prepare waits for the service.
+    while !podman_leftovers(&job).contains('\n') {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "no container appeared"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    engine.restart();
+    let out = prepare.wait(Duration::from_secs(30));
+    assert!(
+        start.elapsed() < Duration::from_secs(30),
+        "{:?}",
+        start.elapsed()
+    );
+    // A request cut by the restart fails prepare as a system failure, which the runner
+    // retries; requests made around it stand alone, and the containers outlive the restart.
+    if out.code != Some(0) {
+        out.assert_code(SYSTEM_FAILURE);
+        assert!(out.stderr.contains("the Docker daemon"), "{}", out.stderr);
+        let retry = job.prepare();
+        retry.assert_ok();
+        assert!(
+            retry.stderr.contains("did not open port(s) [7777]"),
+            "{}",
+            retry.stderr
+        );
+    } else {
+        assert!(
+            out.stderr.contains("did not open port(s) [7777]"),
+            "{}",
+            out.stderr
+        );
+    }
+    job.run("build_script", "echo after-restart").assert_ok();
+    job.cleanup().assert_ok();
+    assert_eq!(podman_leftovers(&job), "");
 }
