@@ -1,0 +1,14 @@
+# Sourced by the test and bench commands (from the repository root): installs the Debian
+# packages, makes sure a Docker daemon runs, builds the local test images, then starts the
+# test world (moto, two authenticated registries, podman) and stops it when the caller exits.
+scripts/install-test-deps.sh
+scripts/ensure-docker.sh
+scripts/build-test-images.sh
+
+eval "$(scripts/start-test-world.sh)"
+stop_world() {
+  # moto_server may run under a wrapper: stop children too.
+  for pid in $ECR_EXECUTOR_TEST_PIDS; do pkill -P "$pid" 2>/dev/null || true; kill "$pid" 2>/dev/null || true; done
+  rm -rf "$ECR_EXECUTOR_TEST_RUN"
+}
+trap stop_world EXIT
