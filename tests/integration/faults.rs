@@ -6,6 +6,8 @@
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpListener;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use serde_json::json;
@@ -63,13 +65,25 @@ fn an_engine_that_goes_away_mid_stage_ends_the_stage() {
     assert_no_leftovers(&job);
 }
 
-/// A registry that answers `/v2/` but fails every manifest request, either with a 500 or by
-/// closing the connection halfway through the response.
-fn failing_registry(close_mid_response: bool) -> u16 {
+/// How [`failing_registry`] answers manifest requests.
+#[derive(Clone, Copy, PartialEq)]
+enum ManifestFault {
+    ServerError,
+    CloseMidResponse,
+    /// Never answer (until the client goes away).
+    Hang,
+}
+
+/// A registry that answers `/v2/` but fails every manifest request as `fault` says. Returns
+/// its port and a count of the manifest requests it has seen.
+fn failing_registry(fault: ManifestFault) -> (u16, Arc<AtomicUsize>) {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
+    let seen = Arc::new(AtomicUsize::new(0));
+    let counter = seen.clone();
     std::thread::spawn(move || {
         for conn in listener.incoming().flatten() {
+            let counter = counter.clone();
             std::thread::spawn(move || {
                 let mut reader = BufReader::new(conn.try_clone().unwrap());
                 let mut out = conn;
@@ -94,9 +108,16 @@ fn failing_registry(close_mid_response: bool) -> u16 {
                     let mut body = vec![0; len];
                     let _ = reader.read_exact(&mut body);
                     let path = line.split_whitespace().nth(1).unwrap_or("/").to_owned();
+                    if path != "/v2/" {
+                        counter.fetch_add(1, Ordering::SeqCst);
+                    }
                     let response = if path == "/v2/" {
                         "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nDocker-Distribution-API-Version: registry/2.0\r\n\r\n{}".to_owned()
-                    } else if close_mid_response {
+                    } else if fault == ManifestFault::Hang {
+                        // Hold the request until the engine gives up on it.
+                        let _ = reader.read_to_end(&mut Vec::new());
+                        return;
+                    } else if fault == ManifestFault::CloseMidResponse {
                         let _ = out.write_all(b"HTTP/1.1 200 OK\r\nContent-Type: application/vnd.docker.distribution.manifest.v2+json\r\nContent-Length: 5000\r\n\r\n{\"schemaVersion\": 2, ");
                         return;
                     } else {
@@ -109,15 +130,15 @@ fn failing_registry(close_mid_response: bool) -> u16 {
             });
         }
     });
-    port
+    (port, seen)
 }
 
 #[test]
 fn a_registry_failing_mid_pull_is_a_system_failure() {
-    for close in [false, true] {
+    for fault in [ManifestFault::ServerError, ManifestFault::CloseMidResponse] {
         let image = format!(
             "127.0.0.1:{}/ecr-executor-test/broken:1",
-            failing_registry(close)
+            failing_registry(fault).0
         );
         let job = Job::builder(&image)
             .payload_image(json!({"name": image, "pull_policy": ["always"]}))
@@ -502,4 +523,34 @@ fn an_engine_restarted_mid_prepare_is_retried_and_leaves_nothing() {
     job.run("build_script", "echo after-restart").assert_ok();
     job.cleanup().assert_ok();
     assert_eq!(podman_leftovers(&job), "");
+}
+
+#[test]
+fn sigterm_aborts_a_pull_in_progress() {
+    let (port, manifests) = failing_registry(ManifestFault::Hang);
+    let image = format!("127.0.0.1:{port}/ecr-executor-test/slow:1");
+    let job = Job::builder(&image)
+        .payload_image(json!({"name": image, "pull_policy": ["always"]}))
+        .build();
+    let running = job.spawn_prepare();
+    let start = Instant::now();
+    while manifests.load(Ordering::SeqCst) == 0 {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "the pull never started"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    running.signal_group(libc::SIGTERM);
+    let signalled = Instant::now();
+    let out = running.wait(Duration::from_secs(10));
+    out.assert_code(SYSTEM_FAILURE);
+    assert!(
+        out.stderr.contains("prepare was cancelled"),
+        "{}",
+        out.stderr
+    );
+    assert!(signalled.elapsed() < Duration::from_secs(10));
+    job.cleanup().assert_ok();
+    assert_no_leftovers(&job);
 }
