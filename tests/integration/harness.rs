@@ -468,6 +468,22 @@ impl Running {
     pub fn wait(self, limit: Duration) -> Output {
         wait(self.child, self.stdout, self.stderr, limit)
     }
+
+    /// Cancels a running `prepare` as the runner does (SIGTERM to the group) and checks that
+    /// it ends within 10 s as a cancelled system failure, and that cleanup leaves nothing.
+    pub fn cancel_prepare(self, job: &Job) {
+        self.signal_group(libc::SIGTERM);
+        // `wait` fails the test past its limit.
+        let out = self.wait(Duration::from_secs(10));
+        out.assert_code(SYSTEM_FAILURE);
+        assert!(
+            out.stderr.contains("prepare was cancelled"),
+            "{}",
+            out.stderr
+        );
+        job.cleanup().assert_ok();
+        assert_no_leftovers(job);
+    }
 }
 
 /// Waits for the process (killing its group past `limit`) and collects its rusage.
