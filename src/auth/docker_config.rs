@@ -13,6 +13,7 @@ use serde::Deserialize;
 use super::Login;
 use super::registry::registry_key;
 use crate::image_ref::ImageRef;
+use crate::job::payload::Credential;
 
 /// Hostnames Docker treats as Docker Hub.
 const DOCKER_HUB_ALIASES: &[&str] = &["index.docker.io", "registry-1.docker.io", "docker.io"];
@@ -71,6 +72,25 @@ impl DockerAuthConfig {
             ));
         }
         Ok(DockerAuthConfig { entries })
+    }
+
+    /// The registry logins of the job payload's `credentials[]` (the GitLab container
+    /// registry with the job token), as the Docker executor uses them.
+    pub fn from_credentials(credentials: &[Credential]) -> DockerAuthConfig {
+        let entries = credentials
+            .iter()
+            .filter(|c| c.kind == "registry" && !c.url.trim().is_empty())
+            .filter_map(|c| {
+                let key = normalise_key(&c.url);
+                let login = Login {
+                    username: c.username.clone(),
+                    password: c.password.clone()?,
+                    server: key.split('/').next().unwrap_or_default().to_owned(),
+                };
+                Some((key, login))
+            })
+            .collect();
+        DockerAuthConfig { entries }
     }
 
     /// The login for an image: the entry whose key is the longest prefix of `host/path`.

@@ -34,6 +34,7 @@ use crate::config::{Config, IdentityMode};
 use crate::error::{Error, Result};
 use crate::image_ref::ImageRef;
 use crate::job::Env;
+use crate::job::payload::Credential;
 use crate::output;
 
 /// A registry login. The password is redacted in `Debug`.
@@ -146,12 +147,16 @@ pub struct Resolver<'a, F = AwsFetcher> {
     fetcher: F,
     memo: Mutex<HashMap<String, Memo>>,
     docker_auth: OnceLock<Result<DockerAuthSources, DockerAuthError>>,
+    payload_auth: DockerAuthConfig,
 }
 
-/// `DOCKER_AUTH_CONFIG` from the job (checked first) and from the runner's environment.
+/// Static registry logins, in the Docker executor's order: `DOCKER_AUTH_CONFIG` from the job,
+/// then from the runner's environment, then the runner user's Docker config file, then the
+/// job payload's `credentials[]`. The first source with an entry for the image wins.
 struct DockerAuthSources {
     job: Option<DockerAuthConfig>,
     runner: Option<DockerAuthConfig>,
+    runner_file: Option<DockerAuthConfig>,
 }
 
 /// A `DOCKER_AUTH_CONFIG` that did not parse: whose it was, and why.
@@ -178,7 +183,14 @@ impl<'a, F: TokenFetcher> Resolver<'a, F> {
             fetcher,
             memo: Mutex::new(HashMap::new()),
             docker_auth: OnceLock::new(),
+            payload_auth: DockerAuthConfig::default(),
         }
+    }
+
+    /// Adds the job payload's `credentials[]` as the last source of registry logins.
+    pub fn with_job_credentials(mut self, credentials: &[Credential]) -> Self {
+        self.payload_auth = DockerAuthConfig::from_credentials(credentials);
+        self
     }
 
     /// Credentials for pulling `image`, or `None` for an anonymous pull.
@@ -414,6 +426,19 @@ impl<'a, F: TokenFetcher> Resolver<'a, F> {
         cache::hex(&h.finalize()[..16])
     }
 
+    /// `auths` of the runner user's `$DOCKER_CONFIG/config.json` (default `~/.docker`), as the
+    /// Docker executor reads it. A file that does not parse is skipped with a warning: it
+    /// belongs to the host, not to this driver.
+    fn runner_docker_config(&self) -> Option<DockerAuthConfig> {
+        let dir = (self.env.docker_config_dir.clone())
+            .or_else(|| self.env.home.as_ref().map(|h| h.join(".docker")))?;
+        let path = dir.join("config.json");
+        let text = std::fs::read_to_string(&path).ok()?;
+        DockerAuthConfig::parse(&text)
+            .map_err(|e| output::warn(format!("ignoring {}: {e}", path.display())))
+            .ok()
+    }
+
     fn docker_auth_login(&self, image: &ImageRef) -> Result<Option<&Login>> {
         let sources = self.docker_auth.get_or_init(|| {
             let parse = |text: Option<&str>, from_job| {
@@ -424,14 +449,15 @@ impl<'a, F: TokenFetcher> Resolver<'a, F> {
             Ok(DockerAuthSources {
                 job: parse(self.env.vars.get("DOCKER_AUTH_CONFIG"), true)?,
                 runner: parse(self.env.docker_auth_config.as_deref(), false)?,
+                runner_file: self.runner_docker_config(),
             })
         });
         match sources {
-            Ok(s) => Ok(s
-                .job
-                .as_ref()
-                .and_then(|c| c.find(image))
-                .or_else(|| s.runner.as_ref().and_then(|c| c.find(image)))),
+            Ok(s) => Ok([&s.job, &s.runner, &s.runner_file]
+                .into_iter()
+                .flatten()
+                .find_map(|c| c.find(image))
+                .or_else(|| self.payload_auth.find(image))),
             Err(e) => Err(Error::DockerAuthConfig {
                 origin: if e.from_job {
                     "(the job's variable)"

@@ -317,3 +317,63 @@ fn docker_auth_config_job_beats_runner() {
         "{err}"
     );
 }
+
+#[test]
+fn registry_logins_follow_the_docker_executors_order() {
+    let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+    let docker_config = tempfile::tempdir().unwrap();
+    std::fs::write(
+        docker_config.path().join("config.json"),
+        format!(
+            r#"{{"auths":{{"reg.example.com":{{"auth":"{}"}},"file.example.com":{{"auth":"{}"}}}},"credsStore":"desktop"}}"#,
+            b64("file:filepw"),
+            b64("file2:filepw2")
+        ),
+    )
+    .unwrap();
+    let job = format!(
+        r#"{{"auths":{{"reg.example.com":{{"auth":"{}"}}}}}}"#,
+        b64("job:jobpw")
+    );
+    let e = env(&[
+        ("CUSTOM_ENV_DOCKER_AUTH_CONFIG", &job),
+        ("DOCKER_CONFIG", docker_config.path().to_str().unwrap()),
+    ]);
+    let payload = crate::job::JobPayload::parse(
+        br#"{"credentials": [
+            {"type": "registry", "url": "https://gitlab.example.com:5050", "username": "gitlab-ci-token", "password": "job-token-secret"},
+            {"type": "registry", "url": "file.example.com", "username": "ci", "password": "x"},
+            {"type": "other", "url": "other.example.com", "username": "u", "password": "p"}
+        ]}"#,
+    )
+    .unwrap();
+    assert!(!format!("{payload:?}").contains("job-token-secret"));
+    let c = config("");
+    let r = Resolver::with_fetcher(&c, &e, Fake::new(0)).with_job_credentials(&payload.credentials);
+    let login = |image: &str| {
+        rt().block_on(r.credentials_for(&ImageRef::parse(image).unwrap()))
+            .unwrap()
+            .map(|c| (c.username.unwrap(), c.password.unwrap()))
+    };
+    // The job's DOCKER_AUTH_CONFIG, then the runner user's config file, then the payload.
+    assert_eq!(login("reg.example.com/a:1").unwrap().0, "job");
+    assert_eq!(login("file.example.com/a:1").unwrap().0, "file2");
+    assert_eq!(
+        login("gitlab.example.com:5050/group/project/image:1"),
+        Some(("gitlab-ci-token".to_owned(), "job-token-secret".to_owned()))
+    );
+    assert_eq!(login("other.example.com/a:1"), None);
+    assert_eq!(
+        login("gitlab.example.com/a:1"),
+        None,
+        "the port is part of the host"
+    );
+
+    // A config file that does not parse is skipped; the payload still serves.
+    std::fs::write(docker_config.path().join("config.json"), "{broken").unwrap();
+    let r = Resolver::with_fetcher(&c, &e, Fake::new(0)).with_job_credentials(&payload.credentials);
+    let file = rt()
+        .block_on(r.credentials_for(&ImageRef::parse("file.example.com/a:1").unwrap()))
+        .unwrap();
+    assert_eq!(file.and_then(|c| c.username).as_deref(), Some("ci"));
+}

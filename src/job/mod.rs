@@ -62,6 +62,8 @@ pub struct Env {
     pub vars: JobVars,
     /// `DOCKER_AUTH_CONFIG` of the runner process (the job's variable wins over it).
     pub docker_auth_config: Option<String>,
+    /// `DOCKER_CONFIG`: where the runner user's Docker CLI config lives (else `~/.docker`).
+    pub docker_config_dir: Option<PathBuf>,
     /// Where the runner user's files live, for the default credential cache.
     pub home: Option<PathBuf>,
     pub xdg_cache_home: Option<PathBuf>,
@@ -114,6 +116,7 @@ impl Env {
                 "DOCKER_CERT_PATH" => env.docker_cert_path = non_empty(value).map(PathBuf::from),
                 "ECR_EXECUTOR_LOG" => env.log_filter = non_empty(value),
                 "DOCKER_AUTH_CONFIG" => env.docker_auth_config = non_empty(value),
+                "DOCKER_CONFIG" => env.docker_config_dir = non_empty(value).map(PathBuf::from),
                 "HOME" => env.home = non_empty(value).map(PathBuf::from),
                 "XDG_CACHE_HOME" => env.xdg_cache_home = non_empty(value).map(PathBuf::from),
                 "AWS_ACCESS_KEY_ID"

@@ -5,6 +5,7 @@
 
 use std::path::Path;
 
+use secrecy::SecretString;
 use serde::Deserialize;
 
 use super::PullPolicy;
@@ -18,6 +19,19 @@ pub struct JobPayload {
     pub image: Option<ImageSpec>,
     pub services: Vec<ServiceSpec>,
     pub variables: Vec<JobVariable>,
+    pub credentials: Vec<Credential>,
+}
+
+/// One entry of `credentials[]`: a login GitLab hands the job, such as its container
+/// registry with the job token (`type: registry`). `Debug` redacts the password.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct Credential {
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub url: String,
+    pub username: String,
+    pub password: Option<SecretString>,
 }
 
 /// `image:` of the job.

@@ -129,6 +129,36 @@ fn docker_auth_config_serves_other_registries_job_variable_first() {
     assert!(out.stderr.contains("DOCKER_AUTH_CONFIG"), "{}", out.stderr);
 }
 
+#[test]
+fn the_payloads_registry_credentials_come_last() {
+    // GitLab hands each job a login to its container registry (user gitlab-ci-token, the
+    // job token as password) in `credentials[]`; the Docker executor uses it when nothing
+    // else matches the registry.
+    let w = world();
+    let host = format!("127.0.0.1:{}", w.job_port);
+    let image = format!("{host}/ecr-executor-test/busybox:latest");
+    let token = format!("{JOB_ACCOUNT}-auth-token");
+    let credentials =
+        json!([{"type": "registry", "url": &host, "username": "AWS", "password": &token}]);
+    let job = pulling(&image).credentials(credentials.clone()).build();
+    job.prepare_ok();
+    job.run("build_script", "echo pulled-with-the-job-token")
+        .assert_ok();
+    let printed = String::from_utf8_lossy(&job.everything_printed()).into_owned();
+    assert!(
+        !printed.contains(&token),
+        "the password never reaches the log"
+    );
+
+    // DOCKER_AUTH_CONFIG comes first: a wrong login there wins, and the pull is refused.
+    let wrong = json!({"auths": {&host: {"auth": b64("AWS:wrong")}}}).to_string();
+    let job = pulling(&image)
+        .credentials(credentials)
+        .var("DOCKER_AUTH_CONFIG", &wrong)
+        .build();
+    job.prepare().assert_code(SYSTEM_FAILURE);
+}
+
 fn cache_entries(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     std::fs::read_dir(dir)
         .map(|d| {
@@ -345,10 +375,14 @@ fn secrets_never_leave_the_driver() {
     let fake = FakeAws::start();
     let image = world().ecr_image(JOB_ACCOUNT);
     let password = format!("{JOB_ACCOUNT}-auth-token");
+    // The service comes from a registry the payload's job-token login opens.
+    let registry = format!("127.0.0.1:{}", world().runner_port);
+    let registry_password = format!("{RUNNER_ACCOUNT}-auth-token");
     let secrets = [
         ID_TOKEN.to_owned(),
         password.clone(),
         b64(&format!("AWS:{password}")),
+        registry_password.clone(),
         STS_SECRET_KEY.to_owned(),
         STS_SESSION_TOKEN.to_owned(),
     ];
@@ -356,7 +390,13 @@ fn secrets_never_leave_the_driver() {
     let job = pulling(&image)
         .aws(&fake.url)
         .secret_var("ECR_ID_TOKEN", ID_TOKEN)
-        .services(json!([{"name": BUSYBOX, "entrypoint": ["sh", "-c"], "command": ["sleep 600"]}]))
+        .credentials(json!([{"type": "registry", "url": &registry, "username": "AWS", "password": &registry_password}]))
+        .services(json!([{
+            "name": format!("{registry}/ecr-executor-test/busybox:latest"),
+            "pull_policy": ["always"],
+            "entrypoint": ["sh", "-c"],
+            "command": ["sleep 600"]
+        }]))
         .config(&format!(
             "[ecr]\nrole_arn = \"{JOB_ROLE}\"\ncache_dir = {:?}",
             cache.path()

@@ -112,6 +112,7 @@ pub struct JobBuilder {
     image: Option<String>,
     payload_image: Option<serde_json::Value>,
     services: Option<serde_json::Value>,
+    credentials: Option<serde_json::Value>,
     secret_vars: Vec<String>,
     vars: Vec<(String, String)>,
     runner_env: Vec<(String, String)>,
@@ -159,6 +160,12 @@ impl JobBuilder {
     /// Replaces `.image` of the payload (`CI_JOB_IMAGE` keeps the builder's image).
     pub fn payload_image(mut self, image: serde_json::Value) -> Self {
         self.payload_image = Some(image);
+        self
+    }
+
+    /// Sets `.credentials` of the payload (the logins GitLab hands the job).
+    pub fn credentials(mut self, credentials: serde_json::Value) -> Self {
+        self.credentials = Some(credentials);
         self
     }
 
@@ -239,6 +246,9 @@ impl JobBuilder {
         if let Some(services) = self.services {
             payload["services"] = services;
         }
+        if let Some(credentials) = self.credentials {
+            payload["credentials"] = credentials;
+        }
         if let Some(image) = image {
             payload["image"] = image;
         }
@@ -268,6 +278,7 @@ impl Job {
             image: Some(image.to_owned()),
             payload_image: None,
             services: None,
+            credentials: None,
             secret_vars: Vec::new(),
             vars: Vec::new(),
             runner_env: Vec::new(),

@@ -36,29 +36,35 @@ pub async fn run(ctx: &Context, cancel: &CancellationToken) -> Result<()> {
     let payload = ctx.env.payload()?;
     let plan = Plan::resolve(ctx, &payload)?;
     let docker = docker::connect(&ctx.config, &ctx.env)?;
+    let auth = Resolver::new(&ctx.config, &ctx.env).with_job_credentials(&payload.credentials);
     tokio::select! {
-        result = prepare(ctx, &docker, &id, &plan) => result,
+        result = prepare(ctx, &docker, &id, &plan, &auth) => result,
         () = cancel.cancelled() => Err(Error::Cancelled { what: "prepare".into() }),
     }
 }
 
-async fn prepare(ctx: &Context, docker: &Docker, id: &JobIdentity, plan: &Plan) -> Result<()> {
+async fn prepare(
+    ctx: &Context,
+    docker: &Docker,
+    id: &JobIdentity,
+    plan: &Plan,
+    auth: &Resolver<'_>,
+) -> Result<()> {
     let config = &ctx.config;
     let names = Names::new(id);
     let lifetime = Lifetime::starting_now(ctx.env.vars.job_timeout_secs().map(Duration::from_secs));
     let labels = |role| names.labels(id, role, &lifetime);
     let platform = plan.platform.as_deref();
 
-    let auth = Resolver::new(config, &ctx.env);
     let (leftovers, image, helper) = tokio::join!(
         remove_job(docker, &names),
-        ensure_image(docker, &plan.image, &plan.pull_policies, platform, &auth),
+        ensure_image(docker, &plan.image, &plan.pull_policies, platform, auth),
         ensure_image(
             docker,
             &plan.helper_image,
             &[PullPolicy::IfNotPresent],
             None,
-            &auth
+            auth
         ),
     );
     for failure in leftovers {
@@ -145,14 +151,7 @@ async fn prepare(ctx: &Context, docker: &Docker, id: &JobIdentity, plan: &Plan) 
         Ok(())
     };
     let (started, ()) = tokio::try_join!(
-        services::start(
-            docker,
-            config,
-            &names,
-            plan,
-            || labels(Role::Service),
-            &auth
-        ),
+        services::start(docker, config, &names, plan, || labels(Role::Service), auth),
         build_and_helper,
     )?;
     let limit = Duration::from_secs(config.wait_for_services_timeout);
