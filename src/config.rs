@@ -44,6 +44,13 @@ pub struct Config {
     pub privileged: bool,
     /// With `privileged`, only images matching these patterns may run. Empty: any.
     pub allowed_privileged_images: Vec<String>,
+    /// With privileged services, only services matching these patterns may run.
+    /// Empty: `allowed_privileged_images` applies.
+    pub allowed_privileged_services: Vec<String>,
+    /// Extra labels on every container of a job (`ecr-executor.*` keys are the driver's).
+    pub container_labels: BTreeMap<String, String>,
+    /// Mount no cache volume.
+    pub disable_cache: bool,
     /// Refuse jobs that override the image's ENTRYPOINT.
     pub disable_entrypoint_overwrite: bool,
     /// Seconds to wait for each service's TCP ports (0: do not wait).
@@ -76,6 +83,9 @@ impl Default for Config {
             allowed_users: Vec::new(),
             privileged: false,
             allowed_privileged_images: Vec::new(),
+            allowed_privileged_services: Vec::new(),
+            container_labels: BTreeMap::new(),
+            disable_cache: false,
             disable_entrypoint_overwrite: false,
             wait_for_services_timeout: 30,
             container: ContainerSettings::default(),
@@ -117,6 +127,33 @@ pub struct ContainerSettings {
     pub network_mode: Option<String>,
     /// MTU of the per-job network.
     pub network_mtu: Option<u32>,
+    #[serde(deserialize_with = "units::bytes")]
+    pub memory_reservation: Option<i64>,
+    pub cpuset_cpus: Option<String>,
+    pub cpuset_mems: Option<String>,
+    pub cpu_shares: Option<i64>,
+    pub cgroup_parent: Option<String>,
+    pub oom_kill_disable: Option<bool>,
+    pub oom_score_adjust: Option<i64>,
+    /// Resource limits by name (`nofile`, `nproc`, ...): `"soft[:hard]"` or a number.
+    #[serde(deserialize_with = "units::ulimits")]
+    pub ulimit: Vec<Ulimit>,
+    /// OCI runtime (e.g. `runsc`), as configured in the engine.
+    pub runtime: Option<String>,
+    pub sysctls: BTreeMap<String, String>,
+    pub userns_mode: Option<String>,
+    pub ipcmode: Option<String>,
+    /// Extra groups for the build container's user.
+    pub group_add: Vec<String>,
+    pub device_cgroup_rules: Vec<String>,
+}
+
+/// One `ulimit` entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ulimit {
+    pub name: String,
+    pub soft: i64,
+    pub hard: i64,
 }
 
 /// `[services]`: limits for service containers.
@@ -134,6 +171,15 @@ pub struct ServiceSettings {
     pub tmpfs: BTreeMap<String, String>,
     /// Default: the top-level `privileged`.
     pub privileged: Option<bool>,
+    #[serde(deserialize_with = "units::bytes")]
+    pub memory_reservation: Option<i64>,
+    pub cpuset_cpus: Option<String>,
+    pub cgroup_parent: Option<String>,
+    pub security_opt: Vec<String>,
+    /// `/dev/host[:/dev/container[:rwm]]`.
+    pub devices: Vec<String>,
+    /// Most services one job may start (the Docker executor's `services_limit`). None: any.
+    pub limit: Option<usize>,
 }
 
 /// `[docker]`: how to reach the engine.
@@ -195,6 +241,33 @@ mod units {
                 "expected a size like \"512m\" or a number of bytes",
             )),
         }
+    }
+
+    /// `ulimit`: name → `"soft[:hard]"` or a number (soft = hard).
+    pub fn ulimits<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<super::Ulimit>, D::Error> {
+        let map = std::collections::BTreeMap::<String, Value>::deserialize(d)?;
+        map.into_iter()
+            .map(|(name, value)| {
+                let text = match value {
+                    Value::Int(n) => n.to_string(),
+                    Value::Text(t) => t,
+                    Value::Float(_) => String::new(),
+                };
+                let number = |t: &str| t.trim().parse::<i64>().ok().filter(|n| *n >= -1);
+                let (soft, hard) = match text.split_once(':') {
+                    Some((soft, hard)) => (number(soft), number(hard)),
+                    None => (number(&text), number(&text)),
+                };
+                match (soft, hard) {
+                    (Some(soft), Some(hard)) if name.chars().all(|c| c.is_ascii_alphabetic()) => {
+                        Ok(super::Ulimit { name, soft, hard })
+                    }
+                    _ => Err(D::Error::custom(format!(
+                        "ulimit {name:?}: expected \"soft[:hard]\" or a number"
+                    ))),
+                }
+            })
+            .collect()
     }
 
     /// CPUs as nano-CPUs: `1.5` or `"1.5"`.
@@ -378,8 +451,22 @@ impl Config {
                 "allowed_privileged_images",
                 &config.allowed_privileged_images,
             ),
+            (
+                "allowed_privileged_services",
+                &config.allowed_privileged_services,
+            ),
         ] {
             crate::policy::AllowList::new(key, patterns)?;
+        }
+        if let Some(key) = config
+            .container_labels
+            .keys()
+            .find(|k| k.starts_with(crate::naming::LABEL_PREFIX))
+        {
+            return Err(format!(
+                "`container_labels`: {key:?} is in the driver's own `{}` namespace",
+                crate::naming::LABEL_PREFIX
+            ));
         }
         if config.ecr.max_attempts == 0 || config.ecr.timeout_seconds == 0 {
             return Err("`[ecr] max_attempts` and `timeout_seconds` must be at least 1".into());
@@ -433,6 +520,80 @@ mod tests {
         assert_eq!(c.allowed_pull_policies().len(), 3);
         assert_eq!(c.docker.host.as_deref(), Some("unix:///run/docker.sock"));
         assert!(Config::parse(r#"pull_policy = "never""#).is_ok());
+    }
+
+    #[test]
+    fn the_commented_reference_parses() {
+        let text = include_str!("../runner-config/ecr-executor.toml");
+        Config::parse(text).unwrap();
+        // Every commented-out setting is valid too, in place.
+        let uncommented: String = text
+            .lines()
+            .map(|line| match line.strip_prefix("# ") {
+                Some(l)
+                    if l.starts_with('[')
+                        || l.split_once(" = ").is_some_and(|(k, _)| {
+                            k.chars().all(|c| c.is_ascii_lowercase() || c == '_')
+                        }) =>
+                {
+                    l
+                }
+                _ => line,
+            })
+            .collect::<Vec<_>>()
+            .join("\n");
+        let c = Config::parse(&uncommented).unwrap();
+        assert_eq!(c.services.limit, Some(4));
+        assert_eq!(c.registries.len(), 2);
+    }
+
+    #[test]
+    fn limits_labels_and_ulimits() {
+        let c = Config::parse(
+            r#"
+            memory_reservation = "256m"
+            cpuset_cpus = "0-1"
+            cpu_shares = 512
+            oom_score_adjust = 100
+            sysctls = { "net.ipv4.ip_forward" = "1" }
+            group_add = ["video"]
+            container_labels = { "team" = "build" }
+            disable_cache = true
+            ulimit = { nofile = "1024:2048", nproc = 512 }
+            [services]
+            limit = 3
+            devices = ["/dev/null:/dev/mynull"]
+            "#,
+        )
+        .unwrap();
+        assert_eq!(c.container.memory_reservation, Some(256 << 20));
+        assert_eq!(
+            c.container.ulimit,
+            vec![
+                Ulimit {
+                    name: "nofile".into(),
+                    soft: 1024,
+                    hard: 2048
+                },
+                Ulimit {
+                    name: "nproc".into(),
+                    soft: 512,
+                    hard: 512
+                },
+            ]
+        );
+        assert_eq!(c.services.limit, Some(3));
+        assert!(c.disable_cache);
+        for bad in [
+            r#"ulimit = { nofile = "lots" }"#,
+            r#"ulimit = { "no file" = "1" }"#,
+            r#"container_labels = { "ecr-executor.job" = "forged" }"#,
+            "allowed_privileged_services = [\"a[\"]",
+            "[services]\nlimit = -1",
+        ] {
+            let err = Config::parse(bad).unwrap_err();
+            assert!(!err.is_empty(), "{bad} accepted");
+        }
     }
 
     #[test]

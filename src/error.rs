@@ -71,6 +71,13 @@ pub enum Error {
     },
 
     #[error(
+        "the job asks for {count} services, more than the {limit} allowed by `[services] limit` \
+         in the driver config; remove services from the job or ask the runner's operator to \
+         raise the limit"
+    )]
+    TooManyServices { count: usize, limit: usize },
+
+    #[error(
         "cannot connect to the Docker daemon at {host}: {source}; \
          check that dockerd is running and that `[docker] host` / DOCKER_HOST point at it"
     )]
@@ -209,6 +216,7 @@ impl Error {
             | Error::InvalidImage { .. }
             | Error::PullPolicyNotAllowed { .. }
             | Error::NotAllowed { .. }
+            | Error::TooManyServices { .. }
             | Error::EntrypointExited { .. }
             | Error::NoIdToken { .. }
             | Error::NoJobRole { .. }

@@ -295,3 +295,66 @@ cpus = "0.25""#,
     assert_no_leftovers(&job);
     docker(&["volume", "rm", &named]);
 }
+
+#[test]
+fn scheduling_runtime_and_label_settings_are_applied() {
+    let job = Job::builder(BUSYBOX)
+        .config(
+            r#"memory_reservation = "32m"
+cpu_shares = 512
+cpuset_cpus = "0"
+oom_score_adjust = 200
+ulimit = { nofile = "1000:2000" }
+sysctls = { "net.ipv4.ip_unprivileged_port_start" = "80" }
+group_add = ["123"]
+ipcmode = "private"
+container_labels = { "team" = "platform" }
+disable_cache = true
+[services]
+limit = 1
+memory_reservation = "16m"
+cpuset_cpus = "0"
+security_opt = ["no-new-privileges"]
+devices = ["/dev/null:/dev/mynull"]"#,
+        )
+        .services(json!([{"name": BUSYBOX, "entrypoint": ["sh", "-c"], "command": ["sleep 600"]}]))
+        .build();
+    job.prepare_ok();
+    let build = inspect(
+        &job.build_container(),
+        "{{.HostConfig.MemoryReservation}} {{.HostConfig.CpuShares}} {{.HostConfig.CpusetCpus}} {{.HostConfig.OomScoreAdj}} {{.HostConfig.Ulimits}} {{.HostConfig.Sysctls}} {{.HostConfig.GroupAdd}} {{.HostConfig.IpcMode}} {{index .Config.Labels \"team\"}}",
+    );
+    assert_eq!(
+        build,
+        "33554432 512 0 200 [map[Hard:2000 Name:nofile Soft:1000]] map[net.ipv4.ip_unprivileged_port_start:80] [123] private platform"
+    );
+    let helper = inspect(
+        &format!("{}-helper", job.key()),
+        "{{index .Config.Labels \"team\"}}",
+    );
+    assert_eq!(helper, "platform");
+    let service = inspect(
+        &format!("{}-svc0", job.key()),
+        "{{.HostConfig.MemoryReservation}} {{.HostConfig.CpusetCpus}} {{.HostConfig.SecurityOpt}} {{range .HostConfig.Devices}}{{.PathInContainer}}{{end}} {{index .Config.Labels \"team\"}}",
+    );
+    assert_eq!(
+        service,
+        "16777216 0 [no-new-privileges] /dev/mynull platform"
+    );
+
+    let out = job.run(
+        "build_script",
+        "ulimit -n; cat /proc/self/oom_score_adj; id -G; \
+         cat /proc/sys/net/ipv4/ip_unprivileged_port_start; \
+         grep -q ' /cache ' /proc/mounts || echo no-cache-volume",
+    );
+    out.assert_ok();
+    let lines: Vec<String> = out.stdout().lines().map(str::to_owned).collect();
+    assert_eq!(lines[0], "1000", "{lines:?}");
+    assert_eq!(lines[1], "200", "{lines:?}");
+    assert!(lines[2].split(' ').any(|g| g == "123"), "{lines:?}");
+    assert_eq!(lines[3], "80", "{lines:?}");
+    assert_eq!(lines[4], "no-cache-volume", "{lines:?}");
+    job.cleanup().assert_ok();
+    assert_no_leftovers(&job);
+}

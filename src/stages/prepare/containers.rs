@@ -11,7 +11,7 @@ use std::collections::HashMap;
 use bollard::Docker;
 use bollard::models::{
     ContainerCreateBody, DeviceMapping, EndpointSettings, HostConfig, Mount, MountType,
-    NetworkingConfig,
+    NetworkingConfig, ResourcesUlimits,
 };
 use bollard::query_parameters::{CreateContainerOptions, LogsOptions};
 use futures_util::StreamExt;
@@ -48,8 +48,31 @@ pub fn build(
     host.cap_add = non_empty(&c.cap_add);
     host.cap_drop = non_empty(&c.cap_drop);
     host.security_opt = non_empty(&c.security_opt);
-    host.devices = (!c.devices.is_empty()).then(|| c.devices.iter().map(|d| device(d)).collect());
+    host.devices = devices(&c.devices);
     host.tmpfs = (!c.tmpfs.is_empty()).then(|| c.tmpfs.clone().into_iter().collect());
+    host.memory_reservation = c.memory_reservation;
+    host.cpuset_cpus = c.cpuset_cpus.clone();
+    host.cpuset_mems = c.cpuset_mems.clone();
+    host.cpu_shares = c.cpu_shares;
+    host.cgroup_parent = c.cgroup_parent.clone();
+    host.oom_kill_disable = c.oom_kill_disable;
+    host.oom_score_adj = c.oom_score_adjust;
+    host.ulimits = (!c.ulimit.is_empty()).then(|| {
+        c.ulimit
+            .iter()
+            .map(|u| ResourcesUlimits {
+                name: Some(u.name.clone()),
+                soft: Some(u.soft),
+                hard: Some(u.hard),
+            })
+            .collect()
+    });
+    host.runtime = c.runtime.clone();
+    host.sysctls = (!c.sysctls.is_empty()).then(|| c.sysctls.clone().into_iter().collect());
+    host.userns_mode = c.userns_mode.clone();
+    host.ipc_mode = c.ipcmode.clone();
+    host.group_add = non_empty(&c.group_add);
+    host.device_cgroup_rules = non_empty(&c.device_cgroup_rules);
     ContainerCreateBody {
         image: Some(image_id),
         hostname: Some(names.hostname.clone()),
@@ -110,6 +133,11 @@ pub fn service(
         memory_swap: s.memory_swap,
         shm_size: s.shm_size,
         tmpfs: (!s.tmpfs.is_empty()).then(|| s.tmpfs.clone().into_iter().collect()),
+        memory_reservation: s.memory_reservation,
+        cpuset_cpus: s.cpuset_cpus.clone(),
+        cgroup_parent: s.cgroup_parent.clone(),
+        security_opt: non_empty(&s.security_opt),
+        devices: devices(&s.devices),
         ..dns_settings(&config.container)
     };
     ContainerCreateBody {
@@ -133,10 +161,14 @@ fn base_host_config(config: &Config, names: &Names, plan: &Plan) -> HostConfig {
         read_only: read_only.then_some(true),
         ..Default::default()
     };
-    let mut mounts = vec![
-        volume(Some(&names.builds_volume), &config.builds_dir, false),
-        volume(Some(&names.cache_volume), &config.cache_dir, false),
-    ];
+    let mut mounts = vec![volume(
+        Some(&names.builds_volume),
+        &config.builds_dir,
+        false,
+    )];
+    if !config.disable_cache {
+        mounts.push(volume(Some(&names.cache_volume), &config.cache_dir, false));
+    }
     let mut binds = Vec::new();
     for spec in &config.container.volumes {
         match spec.split(':').collect::<Vec<_>>()[..] {
@@ -165,6 +197,10 @@ fn dns_settings(c: &ContainerSettings) -> HostConfig {
         extra_hosts: non_empty(&c.extra_hosts),
         ..Default::default()
     }
+}
+
+fn devices(specs: &[String]) -> Option<Vec<DeviceMapping>> {
+    (!specs.is_empty()).then(|| specs.iter().map(|d| device(d)).collect())
 }
 
 fn device(spec: &str) -> DeviceMapping {

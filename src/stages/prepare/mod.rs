@@ -54,6 +54,12 @@ async fn prepare(
     let names = Names::new(id);
     let lifetime = Lifetime::starting_now(ctx.env.vars.job_timeout_secs().map(Duration::from_secs));
     let labels = |role| names.labels(id, role, &lifetime);
+    // The operator's `container_labels` never collide with the driver's (checked on load).
+    let container_labels = |role| {
+        let mut all = labels(role);
+        all.extend(config.container_labels.clone());
+        all
+    };
     let platform = plan.platform.as_deref();
 
     let (leftovers, image, helper) = tokio::join!(
@@ -107,9 +113,13 @@ async fn prepare(
                 .map_err(|e| Error::docker("create volume", &names.builds_volume, e))
         },
         async {
+            if config.disable_cache {
+                return Ok(());
+            }
             docker
                 .create_volume(volume(&names.cache_volume, names.cache_labels(id)))
                 .await
+                .map(drop)
                 .map_err(|e| Error::docker("create volume", &names.cache_volume, e))
         },
         network,
@@ -121,7 +131,7 @@ async fn prepare(
         &names,
         plan,
         image_id,
-        labels(Role::Build),
+        container_labels(Role::Build),
         keep_alive,
     );
     let helper = containers::helper(
@@ -129,7 +139,7 @@ async fn prepare(
         &names,
         plan,
         helper_id,
-        labels(Role::Helper),
+        container_labels(Role::Helper),
         keep_alive,
     );
     let image = plan.image.to_string();
@@ -151,7 +161,14 @@ async fn prepare(
         Ok(())
     };
     let (started, ()) = tokio::try_join!(
-        services::start(docker, config, &names, plan, || labels(Role::Service), auth),
+        services::start(
+            docker,
+            config,
+            &names,
+            plan,
+            || container_labels(Role::Service),
+            auth
+        ),
         build_and_helper,
     )?;
     let limit = Duration::from_secs(config.wait_for_services_timeout);

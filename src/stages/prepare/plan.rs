@@ -211,12 +211,28 @@ fn services(
     payload: &JobPayload,
     specs: &[ServiceSpec],
 ) -> Result<Vec<ServicePlan>> {
+    let count = specs.iter().filter(|s| !s.name.trim().is_empty()).count();
+    if let Some(limit) = config.services.limit
+        && count > limit
+    {
+        return Err(Error::TooManyServices { count, limit });
+    }
     let allowed = allow_list("allowed_services", &config.allowed_services)?;
     let privileged = config.services.privileged.unwrap_or(config.privileged);
-    let privileged_list = allow_list(
-        "allowed_privileged_images",
-        &config.allowed_privileged_images,
-    )?;
+    // Privileged services are checked against their own list, else the images' list.
+    let (privileged_setting, privileged_patterns) = if config.allowed_privileged_services.is_empty()
+    {
+        (
+            "allowed_privileged_images",
+            &config.allowed_privileged_images,
+        )
+    } else {
+        (
+            "allowed_privileged_services",
+            &config.allowed_privileged_services,
+        )
+    };
+    let privileged_list = allow_list(privileged_setting, privileged_patterns)?;
     let public_vars: Vec<String> = payload
         .variables
         .iter()
@@ -235,7 +251,7 @@ fn services(
                     "privileged service",
                     &spec.name,
                     &image,
-                    "allowed_privileged_images",
+                    privileged_setting,
                 )?;
             }
             let mut aliases = spec.aliases();

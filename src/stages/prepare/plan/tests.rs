@@ -240,3 +240,45 @@ fn derived_service_names() {
         ["localhost:5000__a__b", "localhost:5000-a-b"]
     );
 }
+
+#[test]
+fn services_limit_and_privileged_services_list() {
+    let two =
+        r#"{"image":{"name":"a"},"services":[{"name":"postgres:16"},{"name":"docker:27-dind"}]}"#;
+    let c = ctx(&[], "[services]\nlimit = 1");
+    let err = Plan::resolve(&c, &payload(two)).unwrap_err();
+    assert!(
+        matches!(err, Error::TooManyServices { count: 2, limit: 1 }),
+        "{err}"
+    );
+    assert_eq!(err.failure(), crate::error::Failure::Build);
+    assert!(err.to_string().contains("[services] limit"), "{err}");
+    let c = ctx(&[], "[services]\nlimit = 2");
+    assert_eq!(Plan::resolve(&c, &payload(two)).unwrap().services.len(), 2);
+
+    // With privileged services, their own list decides when set, else the images' list.
+    let c = ctx(
+        &[],
+        "privileged = true\nallowed_privileged_images = [\"a\"]\nallowed_privileged_services = [\"docker:*-dind\", \"postgres:*\"]",
+    );
+    assert!(Plan::resolve(&c, &payload(two)).is_ok());
+    let c = ctx(
+        &[],
+        "privileged = true\nallowed_privileged_images = [\"a\"]\nallowed_privileged_services = [\"docker:*-dind\"]",
+    );
+    let err = Plan::resolve(&c, &payload(two)).unwrap_err();
+    assert!(
+        err.to_string().contains("allowed_privileged_services"),
+        "{err}"
+    );
+    assert!(err.to_string().contains("postgres:16"), "{err}");
+    let c = ctx(
+        &[],
+        "privileged = true\nallowed_privileged_images = [\"a\"]",
+    );
+    let err = Plan::resolve(&c, &payload(two)).unwrap_err();
+    assert!(
+        err.to_string().contains("allowed_privileged_images"),
+        "{err}"
+    );
+}
