@@ -1,9 +1,10 @@
 //! `prepare` stage: makes the job's environment ready.
 //!
 //! Contract: on success the build container (job image, its ENTRYPOINT kept unless the job
-//! overrides it) and the helper container are running with the job's builds volume at
-//! `builds_dir` and the cache volume at `cache_dir`, services are up on the job's network
-//! (or warned about), all named and labelled from the job's identity. Policy violations are
+//! overrides it) and the helper container (in the build container's network namespace) are
+//! running with the job's builds volume at `builds_dir` and, unless `disable_cache`, the
+//! cache volume at `cache_dir`; services are up on the job's network (or warned about); all
+//! named and labelled from the job's identity. Policy violations are
 //! build failures decided before any Docker call ([`plan`]). Leftovers with the same names are
 //! removed first. A failure leaves whatever was created for `cleanup`, which the runner always
 //! calls. SIGTERM aborts pulls and creates.
