@@ -42,3 +42,47 @@ fn run_after_cleanup_is_a_system_failure() {
     out.assert_code(SYSTEM_FAILURE);
     assert!(out.stderr.contains("does not exist"), "{}", out.stderr);
 }
+
+#[test]
+fn same_named_objects_without_our_labels_are_replaced() {
+    // Made by hand (no ecr-executor labels), so the leftover sweep does not see them.
+    let job = Job::builder(BUSYBOX)
+        .var("FF_NETWORK_PER_BUILD", "true")
+        .build();
+    let network = format!("{}-network", job.key());
+    docker(&["network", "create", &network]);
+    docker(&["create", "--name", &job.build_container(), BUSYBOX, "true"]);
+    let prepare = job.prepare();
+    prepare.assert_ok();
+    assert!(
+        prepare.stderr.contains("removing another network"),
+        "{}",
+        prepare.stderr
+    );
+    let networks = docker(&[
+        "network",
+        "ls",
+        "-q",
+        "--filter",
+        &format!("name={network}"),
+    ]);
+    assert_eq!(networks.len(), 1, "{networks:?}");
+    let ping = job.run(
+        "get_sources",
+        "ping -c 1 -W 5 build >/dev/null && echo reachable",
+    );
+    ping.assert_ok();
+    assert!(ping.stdout().contains("reachable"), "{}", ping.all());
+    job.cleanup().assert_ok();
+    assert_no_leftovers(&job);
+    assert!(
+        docker(&[
+            "network",
+            "ls",
+            "-q",
+            "--filter",
+            &format!("name={network}")
+        ])
+        .is_empty()
+    );
+}

@@ -19,6 +19,7 @@ use std::time::Duration;
 use bollard::Docker;
 use bollard::models::NetworkCreateRequest;
 use bollard::models::VolumeCreateRequest;
+use bollard::query_parameters::ListNetworksOptions;
 use tokio_util::sync::CancellationToken;
 
 use super::Context;
@@ -100,11 +101,16 @@ async fn prepare(
             }),
             ..Default::default()
         };
-        docker
+        let created = docker
             .create_network(request)
             .await
-            .map(drop)
-            .map_err(|e| Error::docker("create network", &names.network, e))
+            .map_err(|e| Error::docker("create network", &names.network, e))?;
+        if created.warning.is_empty() {
+            return Ok(());
+        }
+        // API 1.41 lets a second network take a name in use (one the leftover sweep did not
+        // find, so not ours). Containers join networks by name: the other one must go.
+        replace_same_named_network(docker, &names.network, &created.id).await
     };
     tokio::try_join!(
         async {
@@ -175,4 +181,28 @@ async fn prepare(
     let limit = Duration::from_secs(config.wait_for_services_timeout);
     services::wait(docker, &names.network, &started, limit).await;
     ensure_running(docker, &names.build, &image).await
+}
+
+/// Removes every network named `name` except `keep`.
+async fn replace_same_named_network(docker: &Docker, name: &str, keep: &str) -> Result<()> {
+    let filters = HashMap::from([("name".to_owned(), vec![name.to_owned()])]);
+    let networks = docker
+        .list_networks(Some(ListNetworksOptions {
+            filters: Some(filters),
+        }))
+        .await
+        .map_err(|e| Error::docker("list networks named", name, e))?;
+    for other in networks {
+        let (Some(id), Some(other_name)) = (other.id, other.name) else {
+            continue;
+        };
+        if other_name == name && id != keep {
+            output::warn(format!("removing another network named {name} ({id})"));
+            docker
+                .remove_network(&id)
+                .await
+                .map_err(|e| Error::docker("remove the other network named", name, e))?;
+        }
+    }
+    Ok(())
 }
