@@ -4,7 +4,9 @@
 //! Waiting: each service's TCP ports (its image's exposed ports, or `HEALTHCHECK_TCP_PORT`)
 //! are probed from the driver at the container's address on the job network, until
 //! `wait_for_services_timeout`. A service that does not come up is a warning with its last
-//! log lines, as in the Docker executor; the job still runs.
+//! log lines, as in the Docker executor; the job still runs. When the driver cannot reach the
+//! job network at all (a remote `tcp://` engine, a rootless engine), the wait is skipped with
+//! a notice instead of a false warning after the whole timeout.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -74,28 +76,86 @@ pub async fn wait(docker: &Docker, network: &str, services: &[Started<'_>], limi
         return;
     }
     let deadline = Instant::now() + limit;
-    let waits = services.iter().filter(|s| !s.ports.is_empty()).map(|s| async move {
-        let closed = match address(docker, &s.container, network).await {
-            Some(ip) => {
-                let probes = s.ports.iter().map(|port| async move {
-                    (!port_opens(ip, *port, deadline).await).then_some(*port)
-                });
-                join_all(probes).await.into_iter().flatten().collect::<Vec<_>>()
+    let waits = services
+        .iter()
+        .filter(|s| !s.ports.is_empty())
+        .map(|s| async move {
+            let Some(ip) = address(docker, &s.container, network).await else {
+                return Wait::Closed(s, s.ports.clone());
+            };
+            let probes = s
+                .ports
+                .iter()
+                .map(|port| async move { (*port, probe(ip, *port, deadline).await) });
+            let results = join_all(probes).await;
+            if results.iter().any(|(_, p)| *p == Probe::Unreachable) {
+                return Wait::Unreachable(s);
             }
-            None => s.ports.clone(),
-        };
-        if !closed.is_empty() {
-            let logs = containers::last_log_lines(docker, &s.container).await;
-            output::warn(format!(
-                "service {} ({}) did not open port(s) {closed:?} within {}s; it probably did not start properly. Its last log lines:\n{}",
-                s.plan.name,
-                s.container,
-                limit.as_secs(),
-                if logs.is_empty() { "(no output)" } else { &logs }
-            ));
+            let closed: Vec<u16> = results
+                .into_iter()
+                .filter(|(_, p)| *p == Probe::Closed)
+                .map(|(port, _)| port)
+                .collect();
+            if closed.is_empty() {
+                Wait::Up
+            } else {
+                Wait::Closed(s, closed)
+            }
+        });
+    for wait in join_all(waits).await {
+        match wait {
+            Wait::Up => {}
+            Wait::Unreachable(s) => output::info(format!(
+                "Not waiting for service {} ({}): the driver cannot reach the job network \
+                 (a remote or rootless engine)",
+                s.plan.name, s.container
+            )),
+            Wait::Closed(s, closed) => {
+                let logs = containers::last_log_lines(docker, &s.container).await;
+                output::warn(format!(
+                    "service {} ({}) did not open port(s) {closed:?} within {}s; it probably did not start properly. Its last log lines:\n{}",
+                    s.plan.name,
+                    s.container,
+                    limit.as_secs(),
+                    if logs.is_empty() {
+                        "(no output)"
+                    } else {
+                        &logs
+                    }
+                ));
+            }
         }
-    });
-    join_all(waits).await;
+    }
+}
+
+enum Wait<'a, 'p> {
+    Up,
+    Closed(&'a Started<'p>, Vec<u16>),
+    Unreachable(&'a Started<'p>),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Probe {
+    Open,
+    /// Refused until the deadline: the service is reachable but did not listen.
+    Closed,
+    /// No route or no answer at all: the job network is not reachable from here.
+    Unreachable,
+}
+
+/// How one failed connect attempt counts. A container on a local engine answers a connect
+/// at once, with a refusal while nothing listens; silence or "no route" means the driver is
+/// not on that network.
+fn classify(result: Option<std::io::Result<()>>) -> Option<Probe> {
+    use std::io::ErrorKind;
+    match result {
+        Some(Ok(())) => Some(Probe::Open),
+        None => Some(Probe::Unreachable), // the attempt timed out
+        Some(Err(e)) => match e.kind() {
+            ErrorKind::NetworkUnreachable | ErrorKind::HostUnreachable => Some(Probe::Unreachable),
+            _ => None, // refused or reset: try again until the deadline
+        },
+    }
 }
 
 /// The container's address on the job network.
@@ -109,16 +169,51 @@ async fn address(docker: &Docker, container: &str, network: &str) -> Option<IpAd
     ip.parse().ok()
 }
 
-async fn port_opens(ip: IpAddr, port: u16, deadline: Instant) -> bool {
+async fn probe(ip: IpAddr, port: u16, deadline: Instant) -> Probe {
     loop {
         let remaining = deadline.saturating_duration_since(Instant::now());
         if remaining.is_zero() {
-            return false;
+            return Probe::Closed;
         }
         let attempt = remaining.min(Duration::from_secs(1));
-        if let Ok(Ok(_)) = timeout(attempt, tokio::net::TcpStream::connect((ip, port))).await {
-            return true;
+        let result = timeout(attempt, tokio::net::TcpStream::connect((ip, port)))
+            .await
+            .ok()
+            .map(|r| r.map(drop));
+        if let Some(verdict) = classify(result) {
+            // A last attempt cut short by the deadline is not evidence of an unreachable network.
+            if verdict == Probe::Unreachable && attempt < Duration::from_secs(1) {
+                return Probe::Closed;
+            }
+            return verdict;
         }
         tokio::time::sleep(Duration::from_millis(200).min(remaining)).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::{Error, ErrorKind};
+
+    use super::*;
+
+    #[test]
+    fn refusals_are_retried_silence_and_no_route_mean_unreachable() {
+        assert_eq!(classify(Some(Ok(()))), Some(Probe::Open));
+        assert_eq!(
+            classify(Some(Err(Error::from(ErrorKind::ConnectionRefused)))),
+            None
+        );
+        assert_eq!(
+            classify(Some(Err(Error::from(ErrorKind::ConnectionReset)))),
+            None
+        );
+        assert_eq!(classify(None), Some(Probe::Unreachable));
+        for kind in [ErrorKind::NetworkUnreachable, ErrorKind::HostUnreachable] {
+            assert_eq!(
+                classify(Some(Err(Error::from(kind)))),
+                Some(Probe::Unreachable)
+            );
+        }
     }
 }
