@@ -69,7 +69,7 @@ pub async fn remove_job(docker: &Docker, names: &Names) -> Vec<String> {
         .map(|id| async move { remove_container(docker, id).await.map(|_| id) });
     let refused: Vec<&String> = join_all(removals).await.into_iter().flatten().collect();
     // Podman refuses to remove a container whose network namespace another one joins (the
-    // build container, for the helper) until that one is gone: one more round for those.
+    // helper, for the build container) until that one is gone: one more round for those.
     let retries = refused.into_iter().map(|id| remove_container(docker, id));
     failures.extend(join_all(retries).await.into_iter().flatten());
     let network_removals = networks.iter().map(|name| async move {

@@ -71,19 +71,18 @@ pub async fn run(ctx: &Context, dry_run: bool) -> Result<()> {
             }
         };
     // Containers first: networks and volumes are in use until their containers are gone.
-    // Helpers before the rest: a helper joins its build container's network namespace, and
-    // Podman refuses to remove a container others depend on.
+    // Those in another container's network namespace (build containers, in their helper's)
+    // before the rest: Podman refuses to remove a container others depend on.
     let mut expired_containers: Vec<_> = containers
         .iter()
         .filter(|c| expired(c.labels.as_ref(), now))
         .collect();
-    let role = format!("{LABEL_PREFIX}role");
     expired_containers.sort_by_key(|c| {
-        c.labels
+        let mode = c
+            .host_config
             .as_ref()
-            .and_then(|l| l.get(&role))
-            .map(String::as_str)
-            != Some("helper")
+            .and_then(|h| h.network_mode.as_deref());
+        !mode.is_some_and(|m| m.starts_with("container:"))
     });
     for c in expired_containers {
         let name = c

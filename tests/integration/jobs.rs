@@ -216,7 +216,7 @@ fn network_per_build_gives_the_job_its_own_network() {
 }
 
 #[test]
-fn the_helper_shares_the_build_containers_network_and_hostname() {
+fn build_and_helper_share_one_network_and_hostname() {
     let job = Job::new(BUSYBOX);
     job.prepare_ok();
     let identity = |stage: &str| {
@@ -227,6 +227,28 @@ fn the_helper_shares_the_build_containers_network_and_hostname() {
     let (helper, build) = (identity("get_sources"), identity("build_script"));
     assert!(build.lines().count() == 2, "{build}");
     assert_eq!(helper, build, "one network namespace, one hostname");
+    job.cleanup().assert_ok();
+    assert_no_leftovers(&job);
+}
+
+#[test]
+fn the_helper_keeps_its_network_when_the_build_container_dies() {
+    // The on-failure stages upload artifacts from the helper: it must not lose its network
+    // with the build container.
+    let job = Job::builder(BUSYBOX)
+        .var("FF_NETWORK_PER_BUILD", "true")
+        .build();
+    job.prepare_ok();
+    docker(&["kill", &job.build_container()]);
+    let build = job.run("build_script", "echo never");
+    assert_ne!(build.code, Some(0));
+    assert!(!build.stdout().contains("never"));
+    let upload = job.run(
+        "upload_artifacts_on_failure",
+        "cat /sys/class/net/eth0/address >/dev/null && ping -c 1 -W 5 helper >/dev/null && echo has-network",
+    );
+    upload.assert_ok();
+    assert!(upload.stdout().contains("has-network"), "{}", upload.all());
     job.cleanup().assert_ok();
     assert_no_leftovers(&job);
 }

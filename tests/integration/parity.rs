@@ -265,14 +265,25 @@ cpus = "0.25""#,
         .build();
     job.prepare_ok();
     let build = job.build_container();
+    let helper = format!("{}-helper", job.key());
     let host = inspect(
         &build,
-        "{{.HostConfig.NanoCpus}} {{.HostConfig.Memory}} {{.HostConfig.MemorySwap}} {{.HostConfig.ShmSize}} {{.HostConfig.CapDrop}} {{.HostConfig.SecurityOpt}} {{.HostConfig.DnsSearch}} {{.HostConfig.ExtraHosts}} {{.HostConfig.Tmpfs}}",
+        "{{.HostConfig.NanoCpus}} {{.HostConfig.Memory}} {{.HostConfig.MemorySwap}} {{.HostConfig.ShmSize}} {{.HostConfig.CapDrop}} {{.HostConfig.SecurityOpt}} {{.HostConfig.Tmpfs}} {{.HostConfig.NetworkMode}}",
     );
     assert_eq!(
         host,
-        "500000000 67108864 134217728 33554432 [NET_RAW] [no-new-privileges] [example.test] [db.test:10.1.2.3] map[/scratch:rw,size=16m]"
+        format!(
+            "500000000 67108864 134217728 33554432 [NET_RAW] [no-new-privileges] map[/scratch:rw,size=16m] container:{}",
+            inspect(&helper, "{{.Id}}")
+        )
     );
+    // DNS settings belong to the owner of the job's network namespace, the helper; the
+    // build container sees them (its /etc/hosts is checked below).
+    let dns = inspect(
+        &helper,
+        "{{.HostConfig.DnsSearch}} {{.HostConfig.ExtraHosts}} {{.HostConfig.NanoCpus}}",
+    );
+    assert_eq!(dns, "[example.test] [db.test:10.1.2.3] 0");
     let service = inspect(
         &format!("{}-svc0", job.key()),
         "{{.HostConfig.NanoCpus}} {{.HostConfig.Memory}} {{.HostConfig.ExtraHosts}}",

@@ -1,9 +1,12 @@
 //! Docker specs of the job's containers, from the plan and the driver config.
 //!
-//! Build container: the job image with its ENTRYPOINT (unless the job overrides it) and a
-//! keep-alive command, the builds and cache volumes, the operator's volumes, limits and
-//! security settings. Helper container: the helper image, the same volumes, in the build
-//! container's network namespace, no limits or extra privileges. Service containers: the `[services]` limits and the
+//! Helper container: the helper image, the builds and cache volumes and the operator's
+//! volumes; it owns the job's network namespace (network, hostname, DNS settings, the `build`
+//! alias), no limits or extra privileges. Build container: the job image with its ENTRYPOINT
+//! (unless the job overrides it) and a keep-alive command, the same volumes, the operator's
+//! limits and security settings, in the helper's network namespace (as a pod's containers
+//! share one): one network setup per job instead of two, and an ENTRYPOINT that exits never
+//! takes the helper's network (needed by the on-failure artifact stages) with it. Service containers: the `[services]` limits and the
 //! operator's DNS settings, on the job's network under their aliases.
 
 use std::collections::HashMap;
@@ -39,7 +42,8 @@ pub fn build(
     lifetime_secs: u64,
 ) -> ContainerCreateBody {
     let c = &config.container;
-    let mut host = base_host_config(config, names, plan);
+    let mut host = volumes(config, names);
+    host.network_mode = Some(format!("container:{}", names.helper));
     host.privileged = Some(plan.privileged);
     host.nano_cpus = c.cpus;
     host.memory = c.memory;
@@ -75,13 +79,11 @@ pub fn build(
     host.device_cgroup_rules = non_empty(&c.device_cgroup_rules);
     ContainerCreateBody {
         image: Some(image_id),
-        hostname: Some(names.hostname.clone()),
         user: plan.user.clone(),
         entrypoint: plan.entrypoint.clone(),
         cmd: Some(vec!["sh".into(), "-c".into(), keep_alive(lifetime_secs)]),
         labels: Some(labels),
         host_config: Some(host),
-        networking_config: endpoint(names, plan.network_per_job, vec!["build".into()]),
         ..Default::default()
     }
 }
@@ -94,18 +96,23 @@ pub fn helper(
     labels: HashMap<String, String>,
     lifetime_secs: u64,
 ) -> ContainerCreateBody {
-    // The helper joins the build container's network namespace (as a pod's containers do):
-    // same network, hostname, /etc/hosts and DNS, and one network setup fewer per job, which
-    // is a large part of a container start. Docker refuses DNS settings in this mode.
+    // The network namespace the build container joins: its network, hostname, /etc/hosts
+    // and DNS settings are the job's.
+    let dns = dns_settings(&config.container);
     let host = HostConfig {
-        network_mode: Some(format!("container:{}", names.build)),
-        dns: None,
-        dns_search: None,
-        extra_hosts: None,
-        ..base_host_config(config, names, plan)
+        network_mode: if plan.network_per_job {
+            Some(names.network.clone())
+        } else {
+            config.container.network_mode.clone()
+        },
+        dns: dns.dns,
+        dns_search: dns.dns_search,
+        extra_hosts: dns.extra_hosts,
+        ..volumes(config, names)
     };
     ContainerCreateBody {
         image: Some(image_id),
+        hostname: Some(names.hostname.clone()),
         entrypoint: Some(vec!["sh".into(), "-c".into()]),
         cmd: Some(vec![format!(
             "{LINK_GITLAB_RUNNER}; {}",
@@ -113,6 +120,11 @@ pub fn helper(
         )]),
         labels: Some(labels),
         host_config: Some(host),
+        networking_config: endpoint(
+            names,
+            plan.network_per_job,
+            vec!["build".into(), "helper".into()],
+        ),
         ..Default::default()
     }
 }
@@ -152,8 +164,8 @@ pub fn service(
     }
 }
 
-/// Volumes, DNS and network shared by the build and helper containers.
-fn base_host_config(config: &Config, names: &Names, plan: &Plan) -> HostConfig {
+/// The volumes of the build and helper containers.
+fn volumes(config: &Config, names: &Names) -> HostConfig {
     let volume = |source: Option<&str>, target: &str, read_only: bool| Mount {
         typ: Some(MountType::VOLUME),
         source: source.map(str::to_owned),
@@ -181,12 +193,7 @@ fn base_host_config(config: &Config, names: &Names, plan: &Plan) -> HostConfig {
     HostConfig {
         mounts: Some(mounts),
         binds: non_empty(&binds),
-        network_mode: if plan.network_per_job {
-            Some(names.network.clone())
-        } else {
-            config.container.network_mode.clone()
-        },
-        ..dns_settings(&config.container)
+        ..Default::default()
     }
 }
 

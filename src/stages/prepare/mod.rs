@@ -1,8 +1,7 @@
 //! `prepare` stage: makes the job's environment ready.
 //!
 //! Contract: on success the build container (job image, its ENTRYPOINT kept unless the job
-//! overrides it) and the helper container (in the build container's network namespace) are
-//! running with the job's builds volume at `builds_dir` and, unless `disable_cache`, the
+//! overrides it, in the helper's network namespace) and the helper container are running with the job's builds volume at `builds_dir` and, unless `disable_cache`, the
 //! cache volume at `cache_dir`; services are up on the job's network (or warned about); all
 //! named and labelled from the job's identity. Policy violations are
 //! build failures decided before any Docker call ([`plan`]). Leftovers with the same names are
@@ -151,21 +150,16 @@ async fn prepare(
     );
     let image = plan.image.to_string();
     let build_and_helper = async {
-        // The helper joins the build container's network namespace, so it is created once
-        // the build container exists and started once that one runs.
-        containers::create(docker, &names.build, platform, build).await?;
+        // The build container joins the helper's network namespace, so it is created once
+        // the helper exists and started once that one runs.
+        containers::create(docker, &names.helper, None, helper).await?;
         let (started, created) = tokio::join!(
-            containers::start(docker, &names.build),
-            containers::create(docker, &names.helper, None, helper),
+            containers::start(docker, &names.helper),
+            containers::create(docker, &names.build, platform, build),
         );
         started?;
         created?;
-        if let Err(e) = containers::start(docker, &names.helper).await {
-            // An entrypoint that already exited took the namespace with it: say that.
-            ensure_running(docker, &names.build, &image).await?;
-            return Err(e);
-        }
-        Ok(())
+        containers::start(docker, &names.build).await
     };
     let (started, ()) = tokio::try_join!(
         services::start(
