@@ -140,9 +140,12 @@ pub async fn run_script(
     }
 }
 
-/// The exec's exit code; Docker may need a moment to record it after the stream closes.
+/// The exec's exit code; Docker may need a moment to record it after the stream closes, so
+/// ask again after 1, 2, 4 ... ms (at most 50 ms apart, about 2 s in all). Every stage pays
+/// the first wait when it is needed, so it stays short.
 async fn exit_code(docker: &Docker, exec_id: &str) -> Result<i64, ExecError> {
-    for _ in 0..100 {
+    let mut wait = Duration::from_millis(1);
+    for _ in 0..50 {
         let inspect = docker
             .inspect_exec(exec_id)
             .await
@@ -150,7 +153,8 @@ async fn exit_code(docker: &Docker, exec_id: &str) -> Result<i64, ExecError> {
         if let (Some(false), Some(code)) = (inspect.running, inspect.exit_code) {
             return Ok(code);
         }
-        tokio::time::sleep(Duration::from_millis(10)).await;
+        tokio::time::sleep(wait).await;
+        wait = (wait * 2).min(Duration::from_millis(50));
     }
     Err(ExecError::Docker(
         "get the exit code of exec in",
