@@ -71,6 +71,17 @@ fn raw_exec(raw: &Path, container: &str, script: &Path) -> Command {
     r
 }
 
+/// Runs the sides in order on even iterations and in reverse on odd ones, so that neither
+/// side always follows the other.
+fn alternate(i: usize, sides: &mut [&mut dyn FnMut()]) {
+    if i % 2 == 1 {
+        sides.reverse();
+    }
+    for side in sides.iter_mut() {
+        side();
+    }
+}
+
 fn median(mut v: Vec<Duration>) -> Duration {
     v.sort();
     v[v.len() / 2]
@@ -252,11 +263,18 @@ fn main() {
     let script = job.script("echo hello");
     let container = job.build_container();
     let (mut ours, mut cli, mut floor) = (Vec::new(), Vec::new(), Vec::new());
-    for _ in 0..n(40) {
-        ours.push(run(&mut job.driver(&["run", script.to_str().unwrap(), "build_script"])).wall);
-        let mut c = cli_exec(&container, &script);
-        cli.push(run(&mut c).wall);
-        floor.push(run(&mut raw_exec(&raw, &container, &script)).wall);
+    for i in 0..n(40) {
+        alternate(
+            i,
+            &mut [
+                &mut || {
+                    let args = ["run", script.to_str().unwrap(), "build_script"];
+                    ours.push(run(&mut job.driver(&args)).wall)
+                },
+                &mut || cli.push(run(&mut cli_exec(&container, &script)).wall),
+                &mut || floor.push(run(&mut raw_exec(&raw, &container, &script)).wall),
+            ],
+        );
     }
     let (o, c, f) = (ms(median(ours)), ms(median(cli)), ms(median(floor)));
     rows.push(Row {
@@ -283,16 +301,24 @@ fn main() {
     let big = mb(256);
     let (mut ours, mut cli, mut floor, mut rss) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     let (mut ours_cpu, mut cli_cpu) = (Vec::new(), Vec::new());
-    for _ in 0..n(16) {
-        let s = run(&mut job.driver(&["run", big.to_str().unwrap(), "build_script"]));
-        ours.push(s.wall);
-        ours_cpu.push(s.cpu);
-        rss.push(s.max_rss_kib);
-        let mut c = cli_exec(&container, &big);
-        let s = run(&mut c);
-        cli.push(s.wall);
-        cli_cpu.push(s.cpu);
-        floor.push(run(&mut raw_exec(&raw, &container, &big)).wall);
+    for i in 0..n(16) {
+        alternate(
+            i,
+            &mut [
+                &mut || {
+                    let s = run(&mut job.driver(&["run", big.to_str().unwrap(), "build_script"]));
+                    ours.push(s.wall);
+                    ours_cpu.push(s.cpu);
+                    rss.push(s.max_rss_kib);
+                },
+                &mut || {
+                    let s = run(&mut cli_exec(&container, &big));
+                    cli.push(s.wall);
+                    cli_cpu.push(s.cpu);
+                },
+                &mut || floor.push(run(&mut raw_exec(&raw, &container, &big)).wall),
+            ],
+        );
     }
     let (o, c, f) = (ms(median(ours)), ms(median(cli)), ms(median(floor)));
     rows.push(Row {
@@ -328,32 +354,41 @@ fn main() {
         let job = Job::new(&bin, base_id + 100 + i);
         let script = job.script("echo hello");
         let stage = |stage| ["run", script.to_str().unwrap(), stage];
-        ours.record(
-            || {
-                run(&mut job.driver(&["config"]));
-                run(&mut job.driver(&["prepare"]));
-            },
-            || {
-                for s in STAGES {
-                    run(&mut job.driver(&stage(s)));
-                }
-            },
-            || {
-                run(&mut job.driver(&["cleanup"]));
-            },
-        );
-        shell.record(
-            || {
-                run(&mut job.shell("prepare.sh", &[]));
-            },
-            || {
-                for s in STAGES {
-                    run(&mut job.shell("run.sh", &stage(s)[1..]));
-                }
-            },
-            || {
-                run(&mut job.shell("cleanup.sh", &[]));
-            },
+        alternate(
+            i as usize,
+            &mut [
+                &mut || {
+                    ours.record(
+                        || {
+                            run(&mut job.driver(&["config"]));
+                            run(&mut job.driver(&["prepare"]));
+                        },
+                        || {
+                            for s in STAGES {
+                                run(&mut job.driver(&stage(s)));
+                            }
+                        },
+                        || {
+                            run(&mut job.driver(&["cleanup"]));
+                        },
+                    );
+                },
+                &mut || {
+                    shell.record(
+                        || {
+                            run(&mut job.shell("prepare.sh", &[]));
+                        },
+                        || {
+                            for s in STAGES {
+                                run(&mut job.shell("run.sh", &stage(s)[1..]));
+                            }
+                        },
+                        || {
+                            run(&mut job.shell("cleanup.sh", &[]));
+                        },
+                    );
+                },
+            ],
         );
     }
     rows.push(Row {
