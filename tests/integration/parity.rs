@@ -243,7 +243,8 @@ fn user_and_privileged_reach_the_container() {
 fn container_settings_are_applied() {
     let host_dir = tempfile::tempdir().unwrap();
     std::fs::write(host_dir.path().join("file"), "from-the-host").unwrap();
-    let named = format!("ecr-executor-test-named-{}", std::process::id());
+    // Declared before the job, so dropped after it: the job's cleanup frees the volume first.
+    let named = NamedVolume(format!("ecr-executor-test-named-{}", std::process::id()));
     let job = Job::builder(BUSYBOX)
         .config(&format!(
             r#"cpus = 0.5
@@ -255,10 +256,11 @@ security_opt = ["no-new-privileges"]
 dns_search = ["example.test"]
 extra_hosts = ["db.test:10.1.2.3"]
 tmpfs = {{ "/scratch" = "rw,size=16m" }}
-volumes = ["/anon", "{named}:/named", "{}:/bound:ro"]
+volumes = ["/anon", "{}:/named", "{}:/bound:ro"]
 [services]
 memory = "48m"
 cpus = "0.25""#,
+            named.0,
             host_dir.path().display()
         ))
         .services(json!([{"name": BUSYBOX, "entrypoint": ["sh", "-c"], "command": ["sleep 600"]}]))
@@ -304,7 +306,18 @@ cpus = "0.25""#,
     assert!(text.contains("all-good"), "{}", out.all());
     job.cleanup().assert_ok();
     assert_no_leftovers(&job);
-    docker(&["volume", "rm", &named]);
+}
+
+/// A named volume a test has the job use (not the driver's, so cleanup keeps it); removed
+/// however the test ends.
+struct NamedVolume(String);
+
+impl Drop for NamedVolume {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("docker")
+            .args(["volume", "rm", "-f", &self.0])
+            .output();
+    }
 }
 
 #[test]
