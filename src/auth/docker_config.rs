@@ -61,15 +61,7 @@ impl DockerAuthConfig {
                     ));
                 }
             };
-            let server = normalised.split('/').next().unwrap_or_default().to_owned();
-            entries.push((
-                normalised,
-                Login {
-                    username: login.0,
-                    password: login.1,
-                    server,
-                },
-            ));
+            entries.push(keyed_login(normalised, login.0, login.1));
         }
         Ok(DockerAuthConfig { entries })
     }
@@ -81,13 +73,12 @@ impl DockerAuthConfig {
             .iter()
             .filter(|c| c.kind == "registry" && !c.url.trim().is_empty())
             .filter_map(|c| {
-                let key = normalise_key(&c.url);
-                let login = Login {
-                    username: c.username.clone(),
-                    password: c.password.clone()?,
-                    server: key.split('/').next().unwrap_or_default().to_owned(),
-                };
-                Some((key, login))
+                let password = c.password.clone()?;
+                Some(keyed_login(
+                    normalise_key(&c.url),
+                    c.username.clone(),
+                    password,
+                ))
             })
             .collect();
         DockerAuthConfig { entries }
@@ -107,6 +98,17 @@ impl DockerAuthConfig {
             .max_by_key(|(key, _)| key.len())
             .map(|(_, login)| login)
     }
+}
+
+/// An entry under a normalised `host[/path]` key; the login is for the host part.
+fn keyed_login(key: String, username: String, password: SecretString) -> (String, Login) {
+    let server = key.split('/').next().unwrap_or_default().to_owned();
+    let login = Login {
+        username,
+        password,
+        server,
+    };
+    (key, login)
 }
 
 fn normalise_key(key: &str) -> String {

@@ -1,7 +1,8 @@
 //! Creating and removing the per-job containers, volumes and network.
 //!
-//! Removal needs no saved state: it finds a job's resources by the [`LABEL_JOB`] label and by
-//! their deterministic names, removes them concurrently, and treats "already gone" as done.
+//! Removal needs no saved state: it finds a job's resources by the [`LABEL_JOB`] label that
+//! everything the driver creates carries, removes them concurrently, and treats "already gone"
+//! as done.
 
 use std::collections::HashMap;
 

@@ -10,14 +10,7 @@ fn sigterm_stops_a_running_build_script_and_its_processes() {
     let job = Job::new(BUSYBOX);
     job.prepare_ok();
     let running = job.spawn_run("build_script", "echo started\nsleep 600\necho not-reached");
-    let start = Instant::now();
-    while !running.stdout_so_far().contains("started") {
-        assert!(
-            start.elapsed() < Duration::from_secs(30),
-            "script never started"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    running.wait_for_output("started");
     let signalled = Instant::now();
     running.signal_group(libc::SIGTERM);
     let out = running.wait(Duration::from_secs(10));

@@ -50,11 +50,7 @@ fn an_engine_that_goes_away_mid_stage_ends_the_stage() {
     let job = Job::builder(BUSYBOX).config(&engine.config()).build();
     job.prepare_ok();
     let running = job.spawn_run("build_script", "echo started\nsleep 30\necho finished");
-    let start = Instant::now();
-    while !running.stdout_so_far().contains("started") {
-        assert!(start.elapsed() < Duration::from_secs(30));
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    running.wait_for_output("started");
     drop(engine); // the daemon's endpoint disappears (as in a restart)
     let out = running.wait(Duration::from_secs(20));
     out.assert_code(SYSTEM_FAILURE);
@@ -259,14 +255,7 @@ fn sigterm_stops_helper_and_after_script_stages_too() {
         ("after_script", job.build_container()),
     ] {
         let running = job.spawn_run(stage, "echo started\nsleep 600");
-        let start = Instant::now();
-        while !running.stdout_so_far().contains("started") {
-            assert!(
-                start.elapsed() < Duration::from_secs(30),
-                "{stage} never started"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        running.wait_for_output("started");
         let signalled = Instant::now();
         running.signal_group(libc::SIGTERM);
         let out = running.wait(Duration::from_secs(10));
@@ -374,6 +363,14 @@ impl PodmanService {
         self.dir.path().join("podman.sock")
     }
 
+    /// A driver config with `settings` that talks to this engine.
+    fn config(&self, settings: &str) -> String {
+        format!(
+            "{settings}\n[docker]\nhost = \"unix://{}\"",
+            self.socket().display()
+        )
+    }
+
     fn spawn(dir: &std::path::Path) -> std::process::Child {
         let run = std::env::var("ECR_EXECUTOR_TEST_RUN")
             .expect("ECR_EXECUTOR_TEST_RUN is not set: run the tests with scripts/test.sh");
@@ -437,19 +434,11 @@ fn podman_leftovers(job: &Job) -> String {
 #[test]
 fn an_engine_restarted_mid_stage_fails_the_stage_and_cleanup_still_works() {
     let mut engine = PodmanService::start();
-    let job = Job::builder(BUSYBOX)
-        .config(&format!(
-            "[docker]\nhost = \"unix://{}\"",
-            engine.socket().display()
-        ))
-        .build();
+    let job = Job::builder(BUSYBOX).config(&engine.config("")).build();
     job.prepare_ok();
     let running = job.spawn_run("build_script", "echo started\nsleep 30\necho finished");
     let start = Instant::now();
-    while !running.stdout_so_far().contains("started") {
-        assert!(start.elapsed() < Duration::from_secs(30));
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    running.wait_for_output("started");
     engine.restart();
     let out = running.wait(Duration::from_secs(20));
     out.assert_code(SYSTEM_FAILURE);
@@ -472,17 +461,8 @@ fn an_engine_restarted_mid_stage_fails_the_stage_and_cleanup_still_works() {
 fn an_engine_restarted_mid_prepare_is_retried_and_leaves_nothing() {
     let mut engine = PodmanService::start();
     let job = Job::builder(BUSYBOX)
-        .config(&format!(
-            "wait_for_services_timeout = 4\n[docker]\nhost = \"unix://{}\"",
-            engine.socket().display()
-        ))
-        .services(json!([{
-            "name": BUSYBOX,
-            "alias": "silent",
-            "entrypoint": ["sh", "-c"],
-            "command": ["sleep 600"],
-            "variables": [{"key": "HEALTHCHECK_TCP_PORT", "value": "7777"}]
-        }]))
+        .config(&engine.config("wait_for_services_timeout = 4"))
+        .services(silent_service("sleep 600"))
         .build();
     let start = Instant::now();
     let prepare = job.spawn_prepare();

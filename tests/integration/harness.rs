@@ -98,6 +98,17 @@ impl Output {
     }
 }
 
+/// A service that runs `command` and never opens the port the driver waits for (7777).
+pub fn silent_service(command: &str) -> serde_json::Value {
+    serde_json::json!([{
+        "name": BUSYBOX,
+        "alias": "silent",
+        "entrypoint": ["sh", "-c"],
+        "command": [command],
+        "variables": [{"key": "HEALTHCHECK_TCP_PORT", "value": "7777"}]
+    }])
+}
+
 /// A job as GitLab Runner would run it, with its temp dir (`TMPDIR`) and payload.
 pub struct Job {
     pub id: u64,
@@ -463,6 +474,18 @@ pub struct Running {
 impl Running {
     pub fn stdout_so_far(&self) -> String {
         fs::read_to_string(&self.stdout).unwrap_or_default()
+    }
+
+    /// Waits (at most 30 s) until the output so far contains `text`.
+    pub fn wait_for_output(&self, text: &str) {
+        let start = Instant::now();
+        while !self.stdout_so_far().contains(text) {
+            assert!(
+                start.elapsed() < Duration::from_secs(30),
+                "{text:?} never appeared"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     /// Sends `signal` to the process group, as the runner does.

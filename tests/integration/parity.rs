@@ -69,13 +69,7 @@ fn services_are_reachable_by_alias_and_derived_names() {
 fn a_service_that_never_opens_its_port_is_a_warning_with_its_logs() {
     let job = Job::builder(BUSYBOX)
         .config("wait_for_services_timeout = 2")
-        .services(json!([{
-            "name": BUSYBOX,
-            "alias": "silent",
-            "entrypoint": ["sh", "-c"],
-            "command": ["echo service-says-hello; sleep 600"],
-            "variables": [{"key": "HEALTHCHECK_TCP_PORT", "value": "7777"}]
-        }]))
+        .services(silent_service("echo service-says-hello; sleep 600"))
         .build();
     let start = Instant::now();
     let prepare = job.prepare();

@@ -6,8 +6,9 @@
 //! (unless the job overrides it) and a keep-alive command, the same volumes, the operator's
 //! limits and security settings, in the helper's network namespace (as a pod's containers
 //! share one): one network setup per job instead of two, and an ENTRYPOINT that exits never
-//! takes the helper's network (needed by the on-failure artifact stages) with it. Service containers: the `[services]` limits and the
-//! operator's DNS settings, on the job's network under their aliases.
+//! takes the helper's network (needed by the on-failure artifact stages) with it. Service
+//! containers: the `[services]` settings and the operator's DNS settings, on the job's network
+//! under their aliases.
 
 use std::collections::HashMap;
 

@@ -1,12 +1,13 @@
 //! `prepare` stage: makes the job's environment ready.
 //!
 //! Contract: on success the build container (job image, its ENTRYPOINT kept unless the job
-//! overrides it, in the helper's network namespace) and the helper container are running with the job's builds volume at `builds_dir` and, unless `disable_cache`, the
-//! cache volume at `cache_dir`; services are up on the job's network (or warned about); all
-//! named and labelled from the job's identity. Policy violations are
-//! build failures decided before any Docker call ([`plan`]). Leftovers with the same names are
-//! removed first. A failure leaves whatever was created for `cleanup`, which the runner always
-//! calls. SIGTERM aborts pulls and creates.
+//! overrides it, in the helper's network namespace) and the helper container are running
+//! with the job's builds volume at `builds_dir` and, unless `disable_cache`, the cache volume
+//! at `cache_dir`; services are up on the job's network (or warned about); all named and
+//! labelled from the job's identity. Policy violations are build failures decided before any
+//! Docker call ([`plan`]). Leftovers of the same job are removed first, and same-named
+//! objects it did not make are replaced. A failure leaves whatever was created for
+//! `cleanup`, which the runner always calls. SIGTERM aborts pulls and creates.
 
 pub mod containers;
 pub mod plan;
