@@ -3,7 +3,8 @@
 # (no registry is reachable here). Idempotent and quick (well under a second per image).
 #   ecr-executor-test/busybox:latest     a minimal job image (sh, no bash)
 #   ecr-executor-test/helper:latest      busybox + a stand-in `gitlab-runner-helper`
-#   ecr-executor-test/entrypoint:latest  ENTRYPOINT that records it ran, then execs its args
+#   ecr-executor-test/entrypoint:latest  ENTRYPOINT that records it ran, sets a variable and the
+#                                        working directory, then execs its args
 #   ecr-executor-test/bad-entrypoint:latest  ENTRYPOINT that exits at once
 set -euo pipefail
 busybox=/bin/busybox
@@ -45,6 +46,8 @@ cp -a "$root/base" "$root/entry"
 cat >"$root/entry/entrypoint.sh" <<'SH'
 #!/bin/sh
 echo "entrypoint ran" >/tmp/entrypoint-ran
+export ENTRYPOINT_SET=from-entrypoint
+cd /tmp
 exec "$@"
 SH
 chmod 755 "$root/entry/entrypoint.sh"

@@ -117,7 +117,7 @@ pub enum Error {
 
     #[error(
         "container {container} (image {image}) stopped right after it started (exit code {exit_code}); \
-         the image's ENTRYPOINT does not keep running with the driver's keep-alive command. \
+         the image's ENTRYPOINT does not keep running the command the driver gives it. \
          Override it in .gitlab-ci.yml with `image: {{ name: {image}, entrypoint: [\"\"] }}`.{logs}"
     )]
     EntrypointExited {

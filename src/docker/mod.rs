@@ -4,9 +4,10 @@
 //! socket, which accepts it) without a version round-trip, so every stage starts with no extra
 //! request. Hosts: `unix://`, `tcp://`, and `tcp://` with TLS client certificates.
 
-pub mod exec;
+mod exec;
 pub mod pull;
 pub mod resources;
+pub mod shell;
 
 use bollard::{ClientVersion, Docker};
 

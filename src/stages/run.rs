@@ -13,7 +13,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::Context;
 use super::prepare::ensure_running;
-use crate::docker::{self, exec};
+use crate::docker::{self, shell};
 use crate::error::{Error, Result};
 use crate::job::stage::{Target, target_of};
 use crate::naming::Names;
@@ -42,20 +42,22 @@ pub async fn run(
     })?;
     let docker = docker::connect(&ctx.config, &ctx.env)?;
 
-    match exec::run_script(&docker, container, &body, cancel).await {
-        Ok(exec::Outcome::Exited(0)) => Ok(()),
-        Ok(exec::Outcome::Exited(code)) => Err(Error::ScriptFailed {
+    match shell::run_script(&docker, container, &body, cancel).await {
+        Ok(shell::Outcome::Exited(0)) => Ok(()),
+        Ok(shell::Outcome::Exited(code)) => Err(Error::ScriptFailed {
             stage: stage.to_owned(),
             code: i32::try_from(code).unwrap_or(i32::MAX),
         }),
-        Ok(exec::Outcome::Cancelled) => Err(Error::Cancelled {
+        Ok(shell::Outcome::Cancelled) => Err(Error::Cancelled {
             what: format!("stage {stage}"),
         }),
-        Err(exec::ExecError::ContainerMissing) => Err(Error::ContainerGone {
+        Err(shell::ShellError::ContainerMissing) => Err(Error::ContainerGone {
             container: container.clone(),
             stage: stage.to_owned(),
         }),
-        Err(exec::ExecError::ContainerNotRunning) if target == Target::Build => {
+        Err(shell::ShellError::ContainerNotRunning | shell::ShellError::Ended)
+            if target == Target::Build =>
+        {
             let image = ctx.env.vars.get("CI_JOB_IMAGE").unwrap_or("the job image");
             ensure_running(&docker, container, image).await?;
             Err(Error::ContainerGone {
@@ -63,13 +65,15 @@ pub async fn run(
                 stage: stage.to_owned(),
             })
         }
-        Err(exec::ExecError::ContainerNotRunning) => Err(Error::ContainerGone {
-            container: container.clone(),
-            stage: stage.to_owned(),
-        }),
-        Err(exec::ExecError::Docker(action, source)) => {
+        Err(shell::ShellError::ContainerNotRunning | shell::ShellError::Ended) => {
+            Err(Error::ContainerGone {
+                container: container.clone(),
+                stage: stage.to_owned(),
+            })
+        }
+        Err(shell::ShellError::Docker(action, source)) => {
             Err(Error::docker(action, container, source))
         }
-        Err(exec::ExecError::Output(source)) => Err(Error::io("writing the job output", source)),
+        Err(shell::ShellError::Output(source)) => Err(Error::io("writing the job output", source)),
     }
 }

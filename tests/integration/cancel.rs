@@ -9,7 +9,11 @@ use crate::harness::*;
 fn sigterm_stops_a_running_build_script_and_its_processes() {
     let job = Job::new(BUSYBOX);
     job.prepare_ok();
-    let running = job.spawn_run("build_script", "echo started\nsleep 600\necho not-reached");
+    // One process in the stage's tree, one orphaned (its parent exits at once).
+    let running = job.spawn_run(
+        "build_script",
+        "(sleep 601 &)\necho started\nsleep 600\necho not-reached",
+    );
     running.wait_for_output("started");
     let signalled = Instant::now();
     running.signal_group(libc::SIGTERM);
@@ -21,10 +25,14 @@ fn sigterm_stops_a_running_build_script_and_its_processes() {
 
     let ps = docker(&["exec", &job.build_container(), "ps", "-o", "args"]);
     assert!(
-        !ps.iter().any(|p| p.contains("sleep 600")),
+        !ps.iter().any(|p| p.contains("sleep 60")),
         "still running: {ps:?}"
     );
 
+    // The runner runs after_script after a cancel: the container can still run stages.
+    let after = job.run("after_script", "echo after-cancel");
+    after.assert_ok();
+    assert!(after.stdout().contains("after-cancel"), "{}", after.all());
     job.cleanup().assert_ok();
     assert_no_leftovers(&job);
 }

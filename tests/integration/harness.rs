@@ -372,6 +372,14 @@ impl Job {
         self.execute(&["run", script.to_str().unwrap(), stage], stage)
     }
 
+    /// Runs `script` for `stage` as it is, without the runner's wrapping.
+    pub fn run_raw(&self, stage: &str, script: &[u8]) -> Output {
+        let n = self.scripts.fetch_add(1, Ordering::Relaxed);
+        let path = self.tmp.path().join(format!("raw-script{n}"));
+        fs::write(&path, script).unwrap();
+        self.execute(&["run", path.to_str().unwrap(), stage], stage)
+    }
+
     /// Starts `prepare` without waiting for it.
     pub fn spawn_prepare(&self) -> Running {
         let (mut cmd, stdout, stderr) = self.command(&["prepare"], "prepare");

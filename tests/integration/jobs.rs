@@ -144,9 +144,18 @@ fn missing_image_is_a_system_failure_with_a_clear_message() {
 fn image_entrypoint_is_kept() {
     let job = Job::new(ENTRYPOINT);
     job.prepare_ok();
-    let build = job.run("build_script", "cat /tmp/entrypoint-ran");
+    let build = job.run(
+        "build_script",
+        "cat /tmp/entrypoint-ran; echo \"$ENTRYPOINT_SET in $PWD\"",
+    );
     build.assert_ok();
     assert!(build.stdout().contains("entrypoint ran"), "{}", build.all());
+    // Scripts run under the ENTRYPOINT, as with the Docker executor: what it sets, they see.
+    assert!(
+        build.stdout().contains("from-entrypoint in /tmp"),
+        "{}",
+        build.all()
+    );
 }
 
 #[test]

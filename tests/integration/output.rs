@@ -42,3 +42,50 @@ fn stdout_and_stderr_stay_apart() {
     assert_eq!(out.stdout(), "to-out\n");
     assert_eq!(out.stderr, "to-err\n");
 }
+
+#[test]
+fn stage_output_is_exact_at_both_ends() {
+    // The stage shell frames each stage with marker lines; none of them may show.
+    let job = Job::new(BUSYBOX);
+    job.prepare_ok();
+    for _ in 0..2 {
+        let out = job.run("build_script", "printf no-newline; printf 'err\\n\\n' >&2");
+        out.assert_ok();
+        assert_eq!(out.stdout(), "no-newline");
+        assert_eq!(out.stderr, "err\n\n");
+    }
+}
+
+#[test]
+fn output_left_behind_by_an_earlier_stage_stays_out_of_the_next() {
+    let job = Job::new(BUSYBOX);
+    job.prepare_ok();
+    let first = job.run(
+        "build_script",
+        "(sleep 1; echo late-out; echo late-err >&2) &\necho first",
+    );
+    first.assert_ok();
+    assert_eq!(first.stdout(), "first\n");
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    let second = job.run("after_script", "echo second");
+    second.assert_ok();
+    assert_eq!(second.stdout(), "second\n");
+    assert_eq!(second.stderr, "");
+}
+
+#[test]
+fn scripts_with_control_bytes_here_documents_and_megabytes_run_whole() {
+    let job = Job::new(BUSYBOX);
+    job.prepare_ok();
+    let mut script = b"cat <<'EOF'\nEOF is not the end\nEOF\n".to_vec();
+    // Docker's default detach keys (ctrl-p ctrl-q) must not end anything.
+    script.extend_from_slice(b"printf 'keys \x10\x11 kept\\n'\n");
+    script.extend_from_slice("# padding\n".repeat(200_000).as_bytes());
+    script.extend_from_slice(b"echo last line without newline");
+    let out = job.run_raw("build_script", &script);
+    out.assert_ok();
+    assert_eq!(
+        out.stdout(),
+        "EOF is not the end\nkeys \u{10}\u{11} kept\nlast line without newline\n"
+    );
+}

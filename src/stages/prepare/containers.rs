@@ -3,12 +3,12 @@
 //! Helper container: the helper image, the builds and cache volumes and the operator's
 //! volumes; it owns the job's network namespace (network, hostname, DNS settings, the `build`
 //! alias), no limits or extra privileges. Build container: the job image with its ENTRYPOINT
-//! (unless the job overrides it) and a keep-alive command, the same volumes, the operator's
-//! limits and security settings, in the helper's network namespace (as a pod's containers
-//! share one): one network setup per job instead of two, and an ENTRYPOINT that exits never
-//! takes the helper's network (needed by the on-failure artifact stages) with it. Service
-//! containers: the `[services]` settings and the operator's DNS settings, on the job's network
-//! under their aliases.
+//! (unless the job overrides it) and the stage shell as command (see
+//! [`crate::docker::shell`]), the same volumes, the operator's limits and security settings,
+//! in the helper's network namespace (as a pod's containers share one): one network setup per
+//! job instead of two, and an ENTRYPOINT that exits never takes the helper's network (needed
+//! by the on-failure artifact stages) with it. Service containers: the `[services]` settings
+//! and the operator's DNS settings, on the job's network under their aliases.
 
 use std::collections::HashMap;
 
@@ -22,17 +22,14 @@ use futures_util::StreamExt;
 
 use super::plan::{Plan, ServicePlan};
 use crate::config::{Config, ContainerSettings};
+use crate::docker::shell::Access;
 use crate::error::{Error, Result};
 use crate::naming::Names;
 
 /// The runner's cache and artifact scripts call `gitlab-runner`; GitLab's helper images ship
-/// `gitlab-runner-helper`. The helper's keep-alive command links one to the other.
+/// `gitlab-runner-helper`. The helper's command links one to the other first.
 const LINK_GITLAB_RUNNER: &str = "if ! command -v gitlab-runner >/dev/null 2>&1 && \
 h=$(command -v gitlab-runner-helper); then ln -s \"$h\" \"${h%/*}/gitlab-runner\"; fi";
-
-fn keep_alive(seconds: u64) -> String {
-    format!("exec sleep {seconds}")
-}
 
 pub fn build(
     config: &Config,
@@ -40,6 +37,7 @@ pub fn build(
     plan: &Plan,
     image_id: String,
     labels: HashMap<String, String>,
+    access: Access,
     lifetime_secs: u64,
 ) -> ContainerCreateBody {
     let c = &config.container;
@@ -78,15 +76,17 @@ pub fn build(
     host.ipc_mode = c.ipcmode.clone();
     host.group_add = non_empty(&c.group_add);
     host.device_cgroup_rules = non_empty(&c.device_cgroup_rules);
-    ContainerCreateBody {
+    let mut body = ContainerCreateBody {
         image: Some(image_id),
         user: plan.user.clone(),
         entrypoint: plan.entrypoint.clone(),
-        cmd: Some(vec!["sh".into(), "-c".into(), keep_alive(lifetime_secs)]),
         labels: Some(labels),
         host_config: Some(host),
         ..Default::default()
-    }
+    };
+    let main = access.configure(&mut body, "", lifetime_secs);
+    body.cmd = Some(vec!["sh".into(), "-c".into(), main]);
+    body
 }
 
 pub fn helper(
@@ -95,6 +95,7 @@ pub fn helper(
     plan: &Plan,
     image_id: String,
     labels: HashMap<String, String>,
+    access: Access,
     lifetime_secs: u64,
 ) -> ContainerCreateBody {
     // The network namespace the build container joins: its network, hostname, /etc/hosts
@@ -111,14 +112,10 @@ pub fn helper(
         extra_hosts: dns.extra_hosts,
         ..volumes(config, names)
     };
-    ContainerCreateBody {
+    let mut body = ContainerCreateBody {
         image: Some(image_id),
         hostname: Some(names.hostname.clone()),
         entrypoint: Some(vec!["sh".into(), "-c".into()]),
-        cmd: Some(vec![format!(
-            "{LINK_GITLAB_RUNNER}; {}",
-            keep_alive(lifetime_secs)
-        )]),
         labels: Some(labels),
         host_config: Some(host),
         networking_config: endpoint(
@@ -127,7 +124,10 @@ pub fn helper(
             vec!["build".into(), "helper".into()],
         ),
         ..Default::default()
-    }
+    };
+    let main = access.configure(&mut body, &format!("{LINK_GITLAB_RUNNER}; "), lifetime_secs);
+    body.cmd = Some(vec![main]);
+    body
 }
 
 pub fn service(

@@ -24,6 +24,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::Context;
 use crate::auth::Resolver;
+use crate::docker::shell::Access;
 use crate::docker::{self, pull::ensure_image, resources::remove_job};
 use crate::error::{Error, Result};
 use crate::job::{JobIdentity, PullPolicy};
@@ -64,7 +65,7 @@ async fn prepare(
     };
     let platform = plan.platform.as_deref();
 
-    let (leftovers, image, helper) = tokio::join!(
+    let (leftovers, image, helper, access) = tokio::join!(
         remove_job(docker, &names),
         ensure_image(docker, &plan.image, &plan.pull_policies, platform, auth),
         ensure_image(
@@ -74,6 +75,7 @@ async fn prepare(
             None,
             auth
         ),
+        Access::of(docker),
     );
     for failure in leftovers {
         output::warn(format!("could not remove leftover {failure}"));
@@ -139,6 +141,7 @@ async fn prepare(
         plan,
         image_id,
         container_labels(Role::Build),
+        access,
         keep_alive,
     );
     let helper = containers::helper(
@@ -147,6 +150,7 @@ async fn prepare(
         plan,
         helper_id,
         container_labels(Role::Helper),
+        access,
         keep_alive,
     );
     let image = plan.image.to_string();

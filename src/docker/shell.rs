@@ -1,0 +1,350 @@
+//! Running a stage script in a container through the container's own shell.
+//!
+//! The build and helper containers run [`container_command`]: a shell, the *stage shell*,
+//! that reads commands from the container's stdin, which the engine keeps open between
+//! attaches. A stage attaches to the container, writes the stage shell a short program and
+//! copies the container's output, frame by frame as it arrives, until the program's end
+//! markers. The program prints a start marker on both streams (anything before it is a
+//! leftover of an earlier stage and is dropped), runs bash or sh with the script as its stdin,
+//! and prints an end marker with the exit code. Markers carry a random nonce per stage, so no
+//! script output or leftover can end a stage.
+//!
+//! Why not one exec per stage: an attach costs the engine a few milliseconds where an exec
+//! costs tens (the runtime has to enter the container's namespaces), and the script runs under
+//! the image's ENTRYPOINT with its environment, as with the Docker executor. The containers log
+//! nothing (log driver `none`): job output reaches the job log through the attach only.
+//!
+//! Cancellation: the runner signals only the driver. The driver then signals, from a root
+//! exec, every process of the container except PID 1, the stage shell and its ancestors, first
+//! with SIGTERM and after a grace period with SIGKILL; the stage shell survives and runs the
+//! next stage (`after_script` runs after a cancel).
+
+mod markers;
+
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use bollard::Docker;
+use bollard::container::LogOutput;
+use bollard::exec::{CreateExecOptions, StartExecOptions};
+use bollard::models::{ContainerCreateBody, HostConfigLogConfig};
+use bollard::query_parameters::AttachContainerOptions;
+use futures_util::StreamExt;
+use tokio::io::AsyncWriteExt;
+use tokio_util::sync::CancellationToken;
+
+use crate::output::RawStream;
+use markers::Scanner;
+
+/// Picks the shell as the Docker executor does: bash when the image has one, else sh.
+/// The chosen shell reads the script from stdin.
+pub const SHELL_DETECTION: &str = "if [ -x /usr/local/bin/bash ]; then exec /usr/local/bin/bash; \
+elif [ -x /usr/bin/bash ]; then exec /usr/bin/bash; \
+elif [ -x /bin/bash ]; then exec /bin/bash; \
+elif [ -x /usr/local/bin/sh ]; then exec /usr/local/bin/sh; \
+elif [ -x /usr/bin/sh ]; then exec /usr/bin/sh; \
+elif [ -x /bin/sh ]; then exec /bin/sh; \
+elif [ -x /busybox/sh ]; then exec /busybox/sh; \
+else echo shell not found >&2; exit 127; fi";
+
+/// Signals (`$2`) every process of the container except PID 1, this shell, and the stage
+/// shell (`$1`) with its ancestors (the container's main command and any ENTRYPOINT wrapper).
+const SIGNAL_ALL_BUT_THE_STAGE_SHELL: &str = r#"a=$1 keep=" 1 $$ "
+while [ "$a" -gt 1 ] 2>/dev/null && [ -r "/proc/$a/status" ]; do
+  keep="$keep$a " p=
+  while read -r k v; do [ "$k" = PPid: ] && { p=$v; break; }; done < "/proc/$a/status"
+  a=$p
+done
+for d in /proc/[0-9]*; do
+  case $keep in *" ${d#/proc/} "*) ;; *) kill -s "$2" "${d#/proc/}" 2>/dev/null ;; esac
+done
+true"#;
+
+/// How long processes get after SIGTERM before SIGKILL on cancel.
+const TERM_GRACE: Duration = Duration::from_secs(3);
+/// How long to wait for output to end after SIGKILL.
+const KILL_GRACE: Duration = Duration::from_secs(2);
+
+/// How stages reach the build and helper containers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// Through the container's stage shell, over an attach.
+    Attach,
+    /// One exec per stage, for engines that close a container's stdin when an attach ends
+    /// (Podman).
+    Exec,
+}
+
+impl Access {
+    /// Asks the engine what it is; Podman (or an engine that does not say) gets execs.
+    pub async fn of(docker: &Docker) -> Access {
+        match docker.version().await {
+            Ok(version) => {
+                let podman = version
+                    .components
+                    .unwrap_or_default()
+                    .iter()
+                    .any(|c| c.name.to_ascii_lowercase().contains("podman"));
+                if podman { Access::Exec } else { Access::Attach }
+            }
+            Err(_) => Access::Exec,
+        }
+    }
+
+    /// Sets the main command of a build or helper container (run by `sh -c` after
+    /// `prelude`) and what it needs. Attach: the stage shell, reading a stdin the engine keeps
+    /// open, with a watchdog that ends every process once the container's lifetime has passed
+    /// (PID 1 exits when the stage shell does); no log, as job output reaches the job log
+    /// through the attach and logging it would cost the engine more than the job does. Exec:
+    /// a sleep as long as the lifetime.
+    pub fn configure(
+        self,
+        body: &mut ContainerCreateBody,
+        prelude: &str,
+        lifetime_secs: u64,
+    ) -> String {
+        match self {
+            Access::Attach => {
+                body.open_stdin = Some(true);
+                body.stdin_once = Some(false);
+                body.host_config
+                    .get_or_insert_with(Default::default)
+                    .log_config = Some(HostConfigLogConfig {
+                    typ: Some("none".into()),
+                    config: None,
+                });
+                format!(
+                    "{prelude}(sleep {lifetime_secs}; kill -s TERM -1) </dev/null >/dev/null 2>&1 & sh; exit 0"
+                )
+            }
+            Access::Exec => format!("{prelude}exec sleep {lifetime_secs}"),
+        }
+    }
+}
+
+/// What the stage shell is given for one stage.
+fn stage_program(nonce: &str, script: &[u8]) -> Vec<u8> {
+    let mut program = Vec::with_capacity(script.len() + 4 * nonce.len() + 256);
+    program.extend_from_slice(
+        format!(
+            "printf '%s S %s\\n' {nonce} \"$$\"; printf '%s S\\n' {nonce} >&2\n\
+             sh -c '{SHELL_DETECTION}' <<'{nonce}'\n"
+        )
+        .as_bytes(),
+    );
+    program.extend_from_slice(script);
+    if !script.ends_with(b"\n") {
+        program.push(b'\n');
+    }
+    program.extend_from_slice(
+        format!(
+            "{nonce}\nprintf '\\n%s E %s\\n' {nonce} \"$?\"; printf '\\n%s E\\n' {nonce} >&2\n"
+        )
+        .as_bytes(),
+    );
+    program
+}
+
+/// 128 random bits as hex.
+fn nonce() -> String {
+    let mut bytes = [0u8; 16];
+    getrandom::getrandom(&mut bytes).expect("the OS random source");
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// How a stage ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Exited(i64),
+    Cancelled,
+}
+
+/// Why a stage could not run.
+#[derive(Debug)]
+pub enum ShellError {
+    /// The container does not exist.
+    ContainerMissing,
+    /// The container exists but is not running.
+    ContainerNotRunning,
+    /// The container's output ended before the stage did: the container stopped.
+    Ended,
+    Docker(&'static str, bollard::errors::Error),
+    Output(std::io::Error),
+}
+
+impl ShellError {
+    /// A failed request about a container: 404 and 409 say what state it is in.
+    pub(super) fn from_request(action: &'static str, e: bollard::errors::Error) -> ShellError {
+        match e {
+            bollard::errors::Error::DockerResponseServerError {
+                status_code: 404, ..
+            } => ShellError::ContainerMissing,
+            bollard::errors::Error::DockerResponseServerError {
+                status_code: 409, ..
+            } => ShellError::ContainerNotRunning,
+            e => ShellError::Docker(action, e),
+        }
+    }
+}
+
+/// Runs `script` in `container` through its stage shell, streaming its output, until it
+/// ends or `cancel`.
+pub async fn run_script(
+    docker: &Docker,
+    container: &str,
+    script: &[u8],
+    cancel: &CancellationToken,
+) -> Result<Outcome, ShellError> {
+    let options = AttachContainerOptions {
+        stdin: true,
+        stdout: true,
+        stderr: true,
+        stream: true,
+        ..Default::default()
+    };
+    let attached = docker
+        .attach_container(container, Some(options))
+        .await
+        .map_err(|e| ShellError::from_request("attach to", e))?;
+    let (mut output, mut input) = (attached.output, attached.input);
+    // An attach to a stopped container waits for it to start again, while one in place when
+    // the container stops ends: so look now.
+    let inspect = docker
+        .inspect_container(container, None)
+        .await
+        .map_err(|e| ShellError::from_request("inspect", e))?;
+    if inspect.state.and_then(|s| s.running) != Some(true) {
+        return Err(ShellError::ContainerNotRunning);
+    }
+    if inspect.config.and_then(|c| c.open_stdin) != Some(true) {
+        drop((output, input));
+        return super::exec::run_script(docker, container, script, cancel).await;
+    }
+
+    let nonce = nonce();
+    let program = stage_program(&nonce, script);
+    let stage_shell = AtomicU32::new(0);
+    let feed = async move {
+        // A stopped container refuses the bytes; the output's end tells the story. The input
+        // stays open: the stage shell's stdin must outlive this stage.
+        let _ = input.write_all(&program).await;
+        let _ = input.flush().await;
+        input
+    };
+    let pump = async {
+        let (mut out, mut err) = (RawStream::stdout(), RawStream::stderr());
+        let (mut to_out, mut to_err) = (|b: &[u8]| out.write_all(b), |b: &[u8]| err.write_all(b));
+        let (mut stdout, mut stderr) = (Scanner::new(&nonce), Scanner::new(&nonce));
+        while !(stdout.done() && stderr.done()) {
+            let Some(frame) = output.next().await else {
+                return Err(ShellError::Ended);
+            };
+            match frame.map_err(|e| ShellError::Docker("read output of", e))? {
+                LogOutput::StdOut { message } | LogOutput::Console { message } => {
+                    stdout
+                        .feed(&message, &mut to_out)
+                        .map_err(ShellError::Output)?;
+                    if let Some(pid) = stdout.start_extra().and_then(|p| p.parse().ok()) {
+                        stage_shell.store(pid, Ordering::Relaxed);
+                    }
+                }
+                LogOutput::StdErr { message } => stderr
+                    .feed(&message, &mut to_err)
+                    .map_err(ShellError::Output)?,
+                LogOutput::StdIn { .. } => {}
+            }
+        }
+        // The stage shell prints `$?`, a number from 0 to 255.
+        Ok(stdout
+            .end_extra()
+            .and_then(|code| code.parse().ok())
+            .unwrap_or(-1))
+    };
+    let run = async {
+        let (_input, code) = tokio::join!(feed, pump);
+        code
+    };
+    tokio::pin!(run);
+
+    tokio::select! {
+        code = &mut run => code.map(Outcome::Exited),
+        () = cancel.cancelled() => {
+            // The stage may not have started yet: give its start marker a moment, copying
+            // output meanwhile.
+            let started = async {
+                while stage_shell.load(Ordering::Relaxed) == 0 {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            };
+            tokio::select! {
+                _ = &mut run => return Ok(Outcome::Cancelled),
+                _ = tokio::time::timeout(TERM_GRACE, started) => {}
+            }
+            stop_processes(docker, container, stage_shell.load(Ordering::Relaxed), run).await;
+            Ok(Outcome::Cancelled)
+        }
+    }
+}
+
+/// Stops the processes of a cancelled stage (see [`signal_all`]): SIGTERM, then SIGKILL if
+/// the stage's output (`run`) has not ended within a grace period.
+pub(super) async fn stop_processes<F: Future>(
+    docker: &Docker,
+    container: &str,
+    stage_shell: u32,
+    mut run: std::pin::Pin<&mut F>,
+) {
+    signal_all(docker, container, stage_shell, "TERM").await;
+    if tokio::time::timeout(TERM_GRACE, &mut run).await.is_err() {
+        signal_all(docker, container, stage_shell, "KILL").await;
+        let _ = tokio::time::timeout(KILL_GRACE, &mut run).await;
+    }
+}
+
+/// Sends `signal` to every process of `container` except PID 1 and the stage shell (PID
+/// `stage_shell`; 0 if unknown or none, sparing PID 1 only) with its ancestors. Best effort.
+async fn signal_all(docker: &Docker, container: &str, stage_shell: u32, signal: &str) {
+    let shell = stage_shell.to_string();
+    let options = CreateExecOptions {
+        cmd: Some(vec![
+            "sh",
+            "-c",
+            SIGNAL_ALL_BUT_THE_STAGE_SHELL,
+            "sh",
+            shell.as_str(),
+            signal,
+        ]),
+        user: Some("0"),
+        ..Default::default()
+    };
+    if let Ok(exec) = docker.create_exec(container, options).await {
+        let start = StartExecOptions {
+            detach: true,
+            ..Default::default()
+        };
+        let _ = docker.start_exec(&exec.id, Some(start)).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_stage_program_quotes_the_script_as_a_here_document() {
+        let program = String::from_utf8(stage_program("n0nce", b"echo 'hi' \"$X\"")).unwrap();
+        assert!(
+            program.contains("<<'n0nce'\necho 'hi' \"$X\"\nn0nce\n"),
+            "{program}"
+        );
+        // The shell detection goes in single quotes: it must not hold one.
+        assert!(!SHELL_DETECTION.contains('\''));
+    }
+
+    #[test]
+    fn nonces_are_long_and_distinct() {
+        let (a, b) = (nonce(), nonce());
+        assert_eq!(a.len(), 32);
+        assert_ne!(a, b);
+    }
+}

@@ -1,0 +1,277 @@
+//! Finding a stage's output in a container's output stream.
+//!
+//! The stage shell frames each stage with marker lines that carry the stage's nonce: a start
+//! line `NONCE S[ extra]` and an end line `\nNONCE E[ extra]` (the shell prints the leading
+//! newline itself, so the stage's own output is passed through byte for byte). A [`Scanner`]
+//! per stream drops what comes before the start line, passes what lies between as soon as it
+//! arrives, and holds back at most a partial end marker: only a tail that starts with a
+//! newline can begin one, so a line without a newline (a progress bar) is never held.
+
+use std::io;
+
+use memchr::memmem;
+
+/// Longest text a marker line may carry after its marker (a PID or an exit code).
+const MAX_EXTRA: usize = 32;
+
+/// Where a stream is in its stage.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Phase {
+    /// Before the start line: leftovers of an earlier stage, dropped.
+    Before,
+    /// After the start marker, reading the rest of its line.
+    StartLine,
+    /// The stage's output.
+    Passing,
+    /// After the end marker, reading the rest of its line.
+    EndLine,
+    Done,
+}
+
+/// Splits one stream (stdout or stderr) of a container into the stage's output and its
+/// marker lines.
+#[derive(Debug)]
+pub struct Scanner {
+    start: Vec<u8>,
+    end: Vec<u8>,
+    phase: Phase,
+    /// Before: the last bytes seen (a start marker may straddle chunks). StartLine/EndLine:
+    /// the line so far. Passing: a possible beginning of the end marker.
+    held: Vec<u8>,
+    start_extra: Option<String>,
+    end_extra: Option<String>,
+}
+
+impl Scanner {
+    pub fn new(nonce: &str) -> Scanner {
+        Scanner {
+            start: format!("{nonce} S").into_bytes(),
+            end: format!("\n{nonce} E").into_bytes(),
+            phase: Phase::Before,
+            held: Vec::new(),
+            start_extra: None,
+            end_extra: None,
+        }
+    }
+
+    /// Whether the end line has been read in full.
+    pub fn done(&self) -> bool {
+        self.phase == Phase::Done
+    }
+
+    /// The text after the start marker (trimmed), once its line is complete.
+    pub fn start_extra(&self) -> Option<&str> {
+        self.start_extra.as_deref()
+    }
+
+    /// The text after the end marker (trimmed), once its line is complete.
+    pub fn end_extra(&self) -> Option<&str> {
+        self.end_extra.as_deref()
+    }
+
+    /// Feeds the next chunk of the stream; the stage's output goes to `sink` as it is found.
+    pub fn feed(
+        &mut self,
+        mut data: &[u8],
+        sink: &mut impl FnMut(&[u8]) -> io::Result<()>,
+    ) -> io::Result<()> {
+        while !data.is_empty() {
+            data = match self.phase {
+                Phase::Before => self.before(data),
+                Phase::StartLine | Phase::EndLine => self.marker_line(data),
+                Phase::Passing => self.passing(data, sink)?,
+                Phase::Done => &[],
+            };
+        }
+        Ok(())
+    }
+
+    fn before<'a>(&mut self, data: &'a [u8]) -> &'a [u8] {
+        // `held` keeps fewer bytes than the marker, so a marker that began in an earlier
+        // chunk ends within the first `keep` bytes of this one.
+        let keep = self.start.len() - 1;
+        let mut joint = std::mem::take(&mut self.held);
+        let held = joint.len();
+        joint.extend_from_slice(&data[..data.len().min(keep)]);
+        let found = memmem::find(&joint, &self.start)
+            .map(|i| i + self.start.len() - held)
+            .or_else(|| memmem::find(data, &self.start).map(|i| i + self.start.len()));
+        if let Some(consumed) = found {
+            self.phase = Phase::StartLine;
+            return &data[consumed..];
+        }
+        if data.len() >= keep {
+            self.held = data[data.len() - keep..].to_vec();
+        } else {
+            joint.drain(..joint.len().saturating_sub(keep));
+            self.held = joint;
+        }
+        &[]
+    }
+
+    fn marker_line<'a>(&mut self, data: &'a [u8]) -> &'a [u8] {
+        let (line, rest, complete) = match memchr::memchr(b'\n', data) {
+            Some(i) => (&data[..i], &data[i + 1..], true),
+            None => (data, &[][..], false),
+        };
+        if self.held.len() < MAX_EXTRA {
+            let room = MAX_EXTRA - self.held.len();
+            self.held.extend_from_slice(&line[..line.len().min(room)]);
+        }
+        if complete {
+            let extra = String::from_utf8_lossy(&self.held).trim().to_owned();
+            self.held.clear();
+            if self.phase == Phase::StartLine {
+                self.start_extra = Some(extra);
+                self.phase = Phase::Passing;
+            } else {
+                self.end_extra = Some(extra);
+                self.phase = Phase::Done;
+            }
+        }
+        rest
+    }
+
+    fn passing<'a>(
+        &mut self,
+        data: &'a [u8],
+        sink: &mut impl FnMut(&[u8]) -> io::Result<()>,
+    ) -> io::Result<&'a [u8]> {
+        if !self.held.is_empty() {
+            // A possible end marker began in an earlier chunk: does this one complete it?
+            let want = &self.end[self.held.len()..];
+            let take = want.len().min(data.len());
+            if want[..take] == data[..take] {
+                self.held.extend_from_slice(&data[..take]);
+                if self.held.len() == self.end.len() {
+                    self.held.clear();
+                    self.phase = Phase::EndLine;
+                }
+                return Ok(&data[take..]);
+            }
+            // Output after all; the marker's only newline is its first byte, so no marker can
+            // start inside the held bytes past it.
+            sink(&self.held)?;
+            self.held.clear();
+        }
+        if let Some(i) = memmem::find(data, &self.end) {
+            sink(&data[..i])?;
+            self.phase = Phase::EndLine;
+            return Ok(&data[i + self.end.len()..]);
+        }
+        // Hold back a tail that may begin the end marker: it starts at the last newline.
+        let window = data.len().saturating_sub(self.end.len() - 1);
+        if let Some(j) = memchr::memrchr(b'\n', &data[window..]).map(|j| window + j)
+            && self.end.starts_with(&data[j..])
+        {
+            sink(&data[..j])?;
+            self.held.extend_from_slice(&data[j..]);
+            return Ok(&[]);
+        }
+        sink(data)?;
+        Ok(&[])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const NONCE: &str = "0123456789abcdef0123456789abcdef";
+
+    /// Feeds `chunks` and returns (output, start extra, end extra).
+    fn scan(chunks: &[&[u8]]) -> (Vec<u8>, Option<String>, Option<String>, bool) {
+        let mut s = Scanner::new(NONCE);
+        let mut out = Vec::new();
+        for c in chunks {
+            s.feed(c, &mut |b: &[u8]| {
+                out.extend_from_slice(b);
+                Ok(())
+            })
+            .unwrap();
+        }
+        (
+            out,
+            s.start_extra().map(str::to_owned),
+            s.end_extra().map(str::to_owned),
+            s.done(),
+        )
+    }
+
+    fn framed(output: &str) -> Vec<u8> {
+        format!("leftover {NONCE} S 42\n{output}\n{NONCE} E 7\nlate").into_bytes()
+    }
+
+    #[test]
+    fn passes_what_lies_between_the_markers() {
+        let (out, start, end, done) = scan(&[&framed("hello\nworld\n")]);
+        assert_eq!(out, b"hello\nworld\n");
+        assert_eq!(start.as_deref(), Some("42"));
+        assert_eq!(end.as_deref(), Some("7"));
+        assert!(done);
+    }
+
+    #[test]
+    fn output_without_a_final_newline_is_kept_exactly() {
+        let (out, ..) = scan(&[&framed("50%")]);
+        assert_eq!(out, b"50%");
+        let (out, ..) = scan(&[&framed("")]);
+        assert_eq!(out, b"");
+    }
+
+    #[test]
+    fn markers_split_at_every_byte_boundary_are_found() {
+        let whole = framed("line one\n\nline\tthree\n");
+        for size in 1..whole.len() {
+            let chunks: Vec<&[u8]> = whole.chunks(size).collect();
+            let (out, start, end, done) = scan(&chunks);
+            assert_eq!(out, b"line one\n\nline\tthree\n", "chunk size {size}");
+            assert_eq!(start.as_deref(), Some("42"), "chunk size {size}");
+            assert_eq!(end.as_deref(), Some("7"), "chunk size {size}");
+            assert!(done);
+        }
+    }
+
+    #[test]
+    fn a_near_miss_of_the_end_marker_is_output() {
+        let fake = format!("\n{} E 0\n", &NONCE[..31]);
+        let whole = framed(&fake);
+        for size in 1..whole.len() {
+            let chunks: Vec<&[u8]> = whole.chunks(size).collect();
+            let (out, ..) = scan(&chunks);
+            assert_eq!(out, fake.as_bytes(), "chunk size {size}");
+        }
+    }
+
+    #[test]
+    fn a_line_without_newline_is_not_held_back() {
+        let mut s = Scanner::new(NONCE);
+        let mut out = Vec::new();
+        let mut sink = |b: &[u8]| {
+            out.extend_from_slice(b);
+            Ok(())
+        };
+        s.feed(format!("{NONCE} S 1\n").as_bytes(), &mut sink)
+            .unwrap();
+        s.feed(b"progress 10%", &mut sink).unwrap();
+        s.feed(b"\n", &mut sink).unwrap();
+        // Only the trailing newline, which could begin the end marker, waits.
+        assert_eq!(out, b"progress 10%");
+        assert!(!s.done());
+    }
+
+    #[test]
+    fn nothing_passes_before_the_start_marker() {
+        let (out, start, _, done) = scan(&[b"old output\nmore", b" old"]);
+        assert!(out.is_empty());
+        assert_eq!(start, None);
+        assert!(!done);
+    }
+
+    #[test]
+    fn an_oversized_marker_line_is_cut() {
+        let long = "9".repeat(100);
+        let (_, start, ..) = scan(&[format!("{NONCE} S {long}\nx").as_bytes()]);
+        assert_eq!(start.unwrap().len(), MAX_EXTRA - 1);
+    }
+}
