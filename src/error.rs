@@ -133,6 +133,16 @@ pub enum Error {
     )]
     ContainerGone { container: String, stage: String },
 
+    #[error(
+        "container {container} stopped during stage {stage} ({state}): the command it runs \
+         (the stage shell, under the image's ENTRYPOINT) ended before the stage did"
+    )]
+    ContainerStopped {
+        container: String,
+        stage: String,
+        state: String,
+    },
+
     #[error("cannot read the stage script {path}: {source}")]
     ScriptRead {
         path: PathBuf,
@@ -248,6 +258,7 @@ impl Error {
             | Error::Pull { .. }
             | Error::ImageNotPresent { .. }
             | Error::ContainerGone { .. }
+            | Error::ContainerStopped { .. }
             | Error::ScriptRead { .. }
             | Error::Cancelled { .. }
             | Error::Io { .. } => Failure::System,

@@ -55,9 +55,7 @@ pub async fn run(
             container: container.clone(),
             stage: stage.to_owned(),
         }),
-        Err(shell::ShellError::ContainerNotRunning | shell::ShellError::Ended)
-            if target == Target::Build =>
-        {
+        Err(shell::ShellError::ContainerNotRunning) if target == Target::Build => {
             let image = ctx.env.vars.get("CI_JOB_IMAGE").unwrap_or("the job image");
             ensure_running(&docker, container, image).await?;
             Err(Error::ContainerGone {
@@ -65,15 +63,44 @@ pub async fn run(
                 stage: stage.to_owned(),
             })
         }
-        Err(shell::ShellError::ContainerNotRunning | shell::ShellError::Ended) => {
-            Err(Error::ContainerGone {
-                container: container.clone(),
-                stage: stage.to_owned(),
-            })
-        }
+        Err(shell::ShellError::ContainerNotRunning) => Err(Error::ContainerGone {
+            container: container.clone(),
+            stage: stage.to_owned(),
+        }),
+        Err(shell::ShellError::Ended) => Err(stopped_during(&docker, container, stage).await),
         Err(shell::ShellError::Docker(action, source)) => {
             Err(Error::docker(action, container, source))
         }
         Err(shell::ShellError::Output(source)) => Err(Error::io("writing the job output", source)),
+    }
+}
+
+/// Why a container's output ended before its stage did. Running out of memory is the job's
+/// doing and fails the job as the Docker executor does (code 137); anything else the driver
+/// could not finish is a system failure.
+async fn stopped_during(docker: &bollard::Docker, container: &str, stage: &str) -> Error {
+    let inspect = match docker.inspect_container(container, None).await {
+        Ok(inspect) => inspect,
+        Err(e) => return Error::docker("inspect container", container, e),
+    };
+    let state = inspect.state.unwrap_or_default();
+    if state.oom_killed == Some(true) {
+        output::error(format!(
+            "container {container} ran out of memory during stage {stage} and was killed"
+        ));
+        return Error::ScriptFailed {
+            stage: stage.to_owned(),
+            code: 137,
+        };
+    }
+    let state = match (state.running, state.exit_code) {
+        (Some(true), _) => "still running, but the engine ended its output".to_owned(),
+        (_, Some(code)) => format!("exit code {code}"),
+        _ => "state unknown".to_owned(),
+    };
+    Error::ContainerStopped {
+        container: container.to_owned(),
+        stage: stage.to_owned(),
+        state,
     }
 }

@@ -263,6 +263,27 @@ fn the_helper_keeps_its_network_when_the_build_container_dies() {
 }
 
 #[test]
+fn a_script_that_kills_the_stage_shell_is_a_clear_system_failure() {
+    let job = Job::new(BUSYBOX);
+    job.prepare_ok();
+    // $PPID of the script's shell is the stage shell, the container's command.
+    let out = job.run(
+        "build_script",
+        "echo before\nkill -9 $PPID\nsleep 5\necho after",
+    );
+    out.assert_code(SYSTEM_FAILURE);
+    assert!(out.stdout().contains("before"), "{}", out.all());
+    assert!(!out.stdout().contains("after"), "{}", out.all());
+    assert!(
+        out.stderr.contains("stopped during stage build_script"),
+        "{}",
+        out.stderr
+    );
+    job.cleanup().assert_ok();
+    assert_no_leftovers(&job);
+}
+
+#[test]
 fn bad_driver_config_names_the_key_and_the_file() {
     let job = Job::builder(BUSYBOX)
         .config("defualt_image = \"x\"")
