@@ -94,7 +94,8 @@ impl Access {
     /// Sets the main command of a build or helper container (run by `sh -c` after
     /// `prelude`) and what it needs. Attach: the stage shell, reading a stdin the engine keeps
     /// open, with a watchdog that ends every process once the container's lifetime has passed
-    /// (PID 1 exits when the stage shell does); no log, as job output reaches the job log
+    /// (PID 1 exits when the stage shell does; a cancel that kills the watchdog's sleep does not
+    /// fire it); no log, as job output reaches the job log
     /// through the attach and logging it would cost the engine more than the job does. Exec:
     /// a sleep as long as the lifetime.
     pub fn configure(
@@ -114,7 +115,7 @@ impl Access {
                     config: None,
                 });
                 format!(
-                    "{prelude}(sleep {lifetime_secs}; kill -s TERM -1) </dev/null >/dev/null 2>&1 & sh; exit 0"
+                    "{prelude}(sleep {lifetime_secs} && kill -s TERM -1) </dev/null >/dev/null 2>&1 & sh; exit 0"
                 )
             }
             Access::Exec => format!("{prelude}exec sleep {lifetime_secs}"),
@@ -209,14 +210,13 @@ pub async fn run_script(
     let (mut output, mut input) = (attached.output, attached.input);
     // An attach to a stopped container waits for it to start again, while one in place when
     // the container stops ends: so look now.
-    let inspect = docker
-        .inspect_container(container, None)
+    let state = super::run_state(docker, container)
         .await
         .map_err(|e| ShellError::from_request("inspect", e))?;
-    if inspect.state.and_then(|s| s.running) != Some(true) {
+    if !state.running {
         return Err(ShellError::ContainerNotRunning);
     }
-    if inspect.config.and_then(|c| c.open_stdin) != Some(true) {
+    if !state.open_stdin {
         drop((output, input));
         return super::exec::run_script(docker, container, script, cancel).await;
     }
