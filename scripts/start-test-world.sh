@@ -88,7 +88,8 @@ job_port=$REGISTRY_PORT
 printf '[containers]\ndefault_ulimits = []\n' >"$run/containers.conf"
 CONTAINERS_CONF="$run/containers.conf" podman system service --time=0 "unix://$run/podman.sock" >"$run/podman.log" 2>&1 &
 pids+=($!)
-docker save ecr-executor-test/busybox:latest ecr-executor-test/helper:latest | podman load -q >/dev/null
+docker save ecr-executor-test/busybox:latest ecr-executor-test/helper:latest \
+  ecr-executor-test/bad-entrypoint:latest | podman load -q >/dev/null
 for _ in $(seq 1 100); do [ -S "$run/podman.sock" ] && break; sleep 0.1; done
 
 wait_http "http://127.0.0.1:$moto_port/moto-api/" 200

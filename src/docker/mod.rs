@@ -80,3 +80,45 @@ pub fn is_not_found(err: &bollard::errors::Error) -> bool {
         }
     )
 }
+
+/// What the stages need to know of a container's state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RunState {
+    pub running: bool,
+    /// How it ended, when it has.
+    pub exit_code: Option<i64>,
+    pub oom_killed: bool,
+    /// Created with a stdin the engine keeps open (the stage shell reads it).
+    pub open_stdin: bool,
+}
+
+/// A container's [`RunState`]. Podman may report a state Docker's API does not have
+/// ("stopped": ended, not yet cleaned up) that the client cannot read; that counts as ended,
+/// with the exit code unknown.
+pub async fn run_state(
+    docker: &Docker,
+    container: &str,
+) -> Result<RunState, bollard::errors::Error> {
+    match docker.inspect_container(container, None).await {
+        Ok(inspect) => {
+            let state = inspect.state.unwrap_or_default();
+            Ok(RunState {
+                running: state.running == Some(true),
+                exit_code: state.exit_code.filter(|_| state.running != Some(true)),
+                oom_killed: state.oom_killed == Some(true),
+                open_stdin: inspect.config.and_then(|c| c.open_stdin) == Some(true),
+            })
+        }
+        Err(bollard::errors::Error::JsonDataError { message, .. })
+            if message.contains("unknown variant `stopped`") =>
+        {
+            Ok(RunState {
+                running: false,
+                exit_code: None,
+                oom_killed: false,
+                open_stdin: false,
+            })
+        }
+        Err(e) => Err(e),
+    }
+}

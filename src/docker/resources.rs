@@ -46,10 +46,13 @@ pub async fn remove_job(docker: &Docker, names: &Names) -> Vec<String> {
             Vec::new()
         }
     };
-    let containers = listed(
-        "containers",
-        containers.map(|l| l.into_iter().filter_map(|c| c.id).collect()),
-    );
+    // A listing the client cannot read (Podman reports states Docker's API does not have,
+    // such as "stopped") falls back to the names the driver gives containers.
+    let (containers, unlisted) = match containers {
+        Ok(list) => (list.into_iter().filter_map(|c| c.id).collect(), false),
+        Err(bollard::errors::Error::JsonDataError { .. }) => (Vec::new(), true),
+        Err(e) => (listed("containers", Err(e)), false),
+    };
     let networks = listed(
         "networks",
         networks.map(|l| l.into_iter().filter_map(|n| n.name).collect()),
@@ -73,6 +76,9 @@ pub async fn remove_job(docker: &Docker, names: &Names) -> Vec<String> {
     // helper, for the build container) until that one is gone: one more round for those.
     let retries = refused.into_iter().map(|id| remove_container(docker, id));
     failures.extend(join_all(retries).await.into_iter().flatten());
+    if unlisted {
+        failures.extend(remove_containers_by_name(docker, names).await);
+    }
     let network_removals = networks.iter().map(|name| async move {
         match docker.remove_network(name).await {
             Ok(()) => None,
@@ -95,14 +101,44 @@ pub async fn remove_job(docker: &Docker, names: &Names) -> Vec<String> {
     failures
 }
 
-/// Force-removes a container and its anonymous volumes; "already gone" is success.
-pub async fn remove_container(docker: &Docker, name: &str) -> Option<String> {
-    let options = RemoveContainerOptions {
+/// Removes the job's containers by name: build, helper (in that order, as one joins the
+/// other's network namespace), then services `svc0`, `svc1`, ... up to the first missing one.
+async fn remove_containers_by_name(docker: &Docker, names: &Names) -> Vec<String> {
+    let mut failures: Vec<String> = Vec::new();
+    for name in [&names.build, &names.helper] {
+        failures.extend(remove_container(docker, name).await);
+    }
+    for index in 0.. {
+        let name = names.service(index);
+        match docker
+            .remove_container(&name, Some(force_with_volumes()))
+            .await
+        {
+            Ok(()) => {}
+            Err(e) if is_not_found(&e) => break,
+            Err(e) => {
+                failures.push(format!("container {name}: {e}"));
+                break;
+            }
+        }
+    }
+    failures
+}
+
+fn force_with_volumes() -> RemoveContainerOptions {
+    RemoveContainerOptions {
         force: true,
         v: true,
         ..Default::default()
-    };
-    match docker.remove_container(name, Some(options)).await {
+    }
+}
+
+/// Force-removes a container and its anonymous volumes; "already gone" is success.
+pub async fn remove_container(docker: &Docker, name: &str) -> Option<String> {
+    match docker
+        .remove_container(name, Some(force_with_volumes()))
+        .await
+    {
         Ok(()) => None,
         Err(e) if is_not_found(&e) || is_removal_in_progress(&e) => None,
         Err(e) => Some(format!("container {name}: {e}")),

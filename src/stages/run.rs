@@ -79,12 +79,11 @@ pub async fn run(
 /// doing and fails the job as the Docker executor does (code 137); anything else the driver
 /// could not finish is a system failure.
 async fn stopped_during(docker: &bollard::Docker, container: &str, stage: &str) -> Error {
-    let inspect = match docker.inspect_container(container, None).await {
-        Ok(inspect) => inspect,
+    let state = match docker::run_state(docker, container).await {
+        Ok(state) => state,
         Err(e) => return Error::docker("inspect container", container, e),
     };
-    let state = inspect.state.unwrap_or_default();
-    if state.oom_killed == Some(true) {
+    if state.oom_killed {
         output::error(format!(
             "container {container} ran out of memory during stage {stage} and was killed"
         ));
@@ -94,9 +93,9 @@ async fn stopped_during(docker: &bollard::Docker, container: &str, stage: &str) 
         };
     }
     let state = match (state.running, state.exit_code) {
-        (Some(true), _) => "still running, but the engine ended its output".to_owned(),
-        (_, Some(code)) => format!("exit code {code}"),
-        _ => "state unknown".to_owned(),
+        (true, _) => "still running, but the engine ended its output".to_owned(),
+        (false, Some(code)) => format!("exit code {code}"),
+        (false, None) => "exit code unknown".to_owned(),
     };
     Error::ContainerStopped {
         container: container.to_owned(),

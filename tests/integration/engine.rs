@@ -245,3 +245,31 @@ fn podman_runs_whole_jobs_through_its_docker_api() {
         String::from_utf8_lossy(&left.stdout)
     );
 }
+
+#[test]
+fn podman_cleanup_removes_a_job_whose_entrypoint_exited() {
+    // Podman lists such a container in a state ("stopped") that Docker's API does not have.
+    let socket = std::env::var("ECR_EXECUTOR_TEST_PODMAN")
+        .expect("ECR_EXECUTOR_TEST_PODMAN is not set: run the tests with scripts/test.sh");
+    let job = Job::builder(BAD_ENTRYPOINT)
+        .config(&format!("[docker]\nhost = \"{socket}\""))
+        .build();
+    let prepare = job.prepare();
+    let failed = if prepare.code == Some(0) {
+        job.run("build_script", "echo unreachable")
+    } else {
+        prepare
+    };
+    failed.assert_code(BUILD_FAILURE);
+    job.cleanup().assert_ok();
+    let left = Command::new("podman")
+        .args(["ps", "-a", "-q", "--filter"])
+        .arg(format!("label=ecr-executor.job={}", job.key()))
+        .output()
+        .unwrap();
+    assert!(
+        left.stdout.is_empty(),
+        "podman kept {}",
+        String::from_utf8_lossy(&left.stdout)
+    );
+}

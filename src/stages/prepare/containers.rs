@@ -291,12 +291,10 @@ pub async fn start(docker: &Docker, name: &str) -> Result<()> {
 
 /// Fails with [`Error::EntrypointExited`] when the build container is no longer running.
 pub async fn ensure_running(docker: &Docker, container: &str, image: &str) -> Result<()> {
-    let inspect = docker
-        .inspect_container(container, None)
+    let state = crate::docker::run_state(docker, container)
         .await
         .map_err(|e| Error::docker("inspect container", container, e))?;
-    let state = inspect.state.unwrap_or_default();
-    if state.running == Some(true) {
+    if state.running {
         return Ok(());
     }
     let logs = last_log_lines(docker, container).await;
