@@ -34,6 +34,9 @@ enum Phase {
 pub struct Scanner {
     start: Vec<u8>,
     end: Vec<u8>,
+    /// Searchers for both markers, built once: a stream passes through in thousands of chunks.
+    find_start: memmem::Finder<'static>,
+    find_end: memmem::Finder<'static>,
     phase: Phase,
     /// Before: the last bytes seen (a start marker may straddle chunks). StartLine/EndLine:
     /// the line so far. Passing: a possible beginning of the end marker.
@@ -44,9 +47,15 @@ pub struct Scanner {
 
 impl Scanner {
     pub fn new(nonce: &str) -> Scanner {
+        let (start, end) = (
+            format!("{nonce} S").into_bytes(),
+            format!("\n{nonce} E").into_bytes(),
+        );
         Scanner {
-            start: format!("{nonce} S").into_bytes(),
-            end: format!("\n{nonce} E").into_bytes(),
+            find_start: memmem::Finder::new(&start).into_owned(),
+            find_end: memmem::Finder::new(&end).into_owned(),
+            start,
+            end,
             phase: Phase::Before,
             held: Vec::new(),
             start_extra: None,
@@ -93,9 +102,11 @@ impl Scanner {
         let mut joint = std::mem::take(&mut self.held);
         let held = joint.len();
         joint.extend_from_slice(&data[..data.len().min(keep)]);
-        let found = memmem::find(&joint, &self.start)
+        let found = self
+            .find_start
+            .find(&joint)
             .map(|i| i + self.start.len() - held)
-            .or_else(|| memmem::find(data, &self.start).map(|i| i + self.start.len()));
+            .or_else(|| self.find_start.find(data).map(|i| i + self.start.len()));
         if let Some(consumed) = found {
             self.phase = Phase::StartLine;
             return &data[consumed..];
@@ -154,7 +165,7 @@ impl Scanner {
             sink(&self.held)?;
             self.held.clear();
         }
-        if let Some(i) = memmem::find(data, &self.end) {
+        if let Some(i) = self.find_end.find(data) {
             sink(&data[..i])?;
             self.phase = Phase::EndLine;
             return Ok(&data[i + self.end.len()..]);
