@@ -203,10 +203,16 @@ pub async fn run_script(
         stream: true,
         ..Default::default()
     };
-    let attached = docker
-        .attach_container(container, Some(options))
-        .await
-        .map_err(|e| ShellError::from_request("attach to", e))?;
+    let attached = match docker.attach_container(container, Some(options)).await {
+        Ok(attached) => attached,
+        // Podman refuses to attach to an ended container with a 500.
+        Err(e) => {
+            return Err(match super::run_state(docker, container).await {
+                Ok(state) if !state.running => ShellError::ContainerNotRunning,
+                _ => ShellError::from_request("attach to", e),
+            });
+        }
+    };
     let (mut output, mut input) = (attached.output, attached.input);
     // An attach to a stopped container waits for it to start again, while one in place when
     // the container stops ends: so look now.

@@ -255,12 +255,19 @@ fn podman_cleanup_removes_a_job_whose_entrypoint_exited() {
         .config(&format!("[docker]\nhost = \"{socket}\""))
         .build();
     let prepare = job.prepare();
-    let failed = if prepare.code == Some(0) {
-        job.run("build_script", "echo unreachable")
-    } else {
-        prepare
-    };
-    failed.assert_code(BUILD_FAILURE);
+    if prepare.code != Some(0) {
+        prepare.assert_code(BUILD_FAILURE);
+    }
+    // Whether prepare saw it end or not, a stage must meet the ended container with the hint.
+    let build = job.build_container();
+    let start = std::time::Instant::now();
+    while podman_state(&build) == "true" {
+        assert!(start.elapsed() < std::time::Duration::from_secs(10));
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let run = job.run("build_script", "echo unreachable");
+    run.assert_code(BUILD_FAILURE);
+    assert!(run.stderr.contains(r#"entrypoint: [""]"#), "{}", run.stderr);
     job.cleanup().assert_ok();
     let left = Command::new("podman")
         .args(["ps", "-a", "-q", "--filter"])
@@ -272,4 +279,13 @@ fn podman_cleanup_removes_a_job_whose_entrypoint_exited() {
         "podman kept {}",
         String::from_utf8_lossy(&left.stdout)
     );
+}
+
+/// `podman inspect`'s `.State.Running` of a container.
+fn podman_state(container: &str) -> String {
+    let out = Command::new("podman")
+        .args(["inspect", "-f", "{{.State.Running}}", container])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
 }
