@@ -91,13 +91,12 @@ impl Access {
         }
     }
 
-    /// Sets the main command of a build or helper container (run by `sh -c` after
-    /// `prelude`) and what it needs. Attach: the stage shell, reading a stdin the engine keeps
-    /// open, with a watchdog that ends every process once the container's lifetime has passed
-    /// (PID 1 exits when the stage shell does; a cancel that kills the watchdog's sleep does not
-    /// fire it); no log, as job output reaches the job log
-    /// through the attach and logging it would cost the engine more than the job does. Exec:
-    /// a sleep as long as the lifetime.
+    /// Sets up a build or helper container and returns its main command (for `sh -c`, after
+    /// `prelude`). Attach: the stage shell, reading a stdin the engine keeps open, beside a
+    /// watchdog that ends every process once the container's lifetime has passed (PID 1 exits
+    /// when the stage shell does; a cancel that kills the watchdog's sleep does not fire it);
+    /// no log, as job output reaches the job log through the attach and logging it would cost
+    /// the engine more than the job does. Exec: a sleep as long as the lifetime.
     pub fn configure(
         self,
         body: &mut ContainerCreateBody,
