@@ -24,6 +24,17 @@ fn expired(labels: Option<&HashMap<String, String>>, now: u64) -> bool {
         .is_some_and(|expires| expires <= now)
 }
 
+/// Container states of Docker's API, which the client can read.
+const DOCKER_STATES: [&str; 7] = [
+    "created",
+    "restarting",
+    "running",
+    "removing",
+    "paused",
+    "exited",
+    "dead",
+];
+
 /// Removes expired resources; with `dry_run`, only lists them.
 pub async fn run(ctx: &Context, dry_run: bool) -> Result<()> {
     let docker = docker::connect(&ctx.config, &ctx.env)?;
@@ -36,14 +47,27 @@ pub async fn run(ctx: &Context, dry_run: bool) -> Result<()> {
     };
     let list_error = |what| move |e| Error::docker("list", what, e);
 
-    let containers = docker
-        .list_containers(Some(ListContainersOptions {
+    let list = |filters| {
+        docker.list_containers(Some(ListContainersOptions {
             all: true,
-            filters: filters(),
+            filters,
             ..Default::default()
         }))
-        .await
-        .map_err(list_error("containers"))?;
+    };
+    let containers = match list(filters()).await {
+        // Podman lists a container that just ended in a state ("stopped") the client cannot
+        // read: list the states it can, and leave that one to the next run.
+        Err(bollard::errors::Error::JsonDataError { .. }) => {
+            let mut readable = filters().unwrap_or_default();
+            readable.insert(
+                "status".to_owned(),
+                DOCKER_STATES.map(str::to_owned).to_vec(),
+            );
+            list(Some(readable)).await
+        }
+        listed => listed,
+    }
+    .map_err(list_error("containers"))?;
     let networks = docker
         .list_networks(Some(ListNetworksOptions { filters: filters() }))
         .await
