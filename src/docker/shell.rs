@@ -249,7 +249,10 @@ pub async fn run_script(
                     stdout
                         .feed(&message, &mut to_out)
                         .map_err(ShellError::Output)?;
-                    if let Some(pid) = stdout.start_extra().and_then(|p| p.parse().ok()) {
+                    // Once, when the start line has been read; not on every frame after.
+                    if stage_shell.load(Ordering::Relaxed) == 0
+                        && let Some(pid) = stdout.start_extra().and_then(|p| p.parse().ok())
+                    {
                         stage_shell.store(pid, Ordering::Relaxed);
                     }
                 }

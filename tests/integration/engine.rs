@@ -208,11 +208,7 @@ fn gc_removes_expired_leftovers_and_keeps_live_jobs() {
 
 #[test]
 fn podman_runs_whole_jobs_through_its_docker_api() {
-    let socket = std::env::var("ECR_EXECUTOR_TEST_PODMAN")
-        .expect("ECR_EXECUTOR_TEST_PODMAN is not set: run the tests with scripts/test.sh");
-    let job = Job::builder(BUSYBOX)
-        .config(&format!("[docker]\nhost = \"{socket}\""))
-        .build();
+    let job = podman_job(BUSYBOX);
     job.prepare_ok();
     job.run(
         "get_sources",
@@ -229,31 +225,13 @@ fn podman_runs_whole_jobs_through_its_docker_api() {
         "3"
     );
     job.cleanup().assert_ok();
-    let left = Command::new("podman")
-        .args([
-            "ps",
-            "-a",
-            "-q",
-            "--filter",
-            &format!("label=ecr-executor.job={}", job.key()),
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        left.stdout.is_empty(),
-        "podman kept {}",
-        String::from_utf8_lossy(&left.stdout)
-    );
+    assert_podman_kept_no_container(&job);
 }
 
 #[test]
 fn podman_cleanup_removes_a_job_whose_entrypoint_exited() {
     // Podman lists such a container in a state ("stopped") that Docker's API does not have.
-    let socket = std::env::var("ECR_EXECUTOR_TEST_PODMAN")
-        .expect("ECR_EXECUTOR_TEST_PODMAN is not set: run the tests with scripts/test.sh");
-    let job = Job::builder(BAD_ENTRYPOINT)
-        .config(&format!("[docker]\nhost = \"{socket}\""))
-        .build();
+    let job = podman_job(BAD_ENTRYPOINT);
     let prepare = job.prepare();
     if prepare.code != Some(0) {
         prepare.assert_code(BUILD_FAILURE);
@@ -269,6 +247,29 @@ fn podman_cleanup_removes_a_job_whose_entrypoint_exited() {
     run.assert_code(BUILD_FAILURE);
     assert!(run.stderr.contains(r#"entrypoint: [""]"#), "{}", run.stderr);
     job.cleanup().assert_ok();
+    assert_podman_kept_no_container(&job);
+}
+
+/// `podman inspect`'s `.State.Running` of a container.
+fn podman_state(container: &str) -> String {
+    let out = Command::new("podman")
+        .args(["inspect", "-f", "{{.State.Running}}", container])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+/// A job on the test world's Podman API service.
+fn podman_job(image: &str) -> Job {
+    let socket = std::env::var("ECR_EXECUTOR_TEST_PODMAN")
+        .expect("ECR_EXECUTOR_TEST_PODMAN is not set: run the tests with scripts/test.sh");
+    Job::builder(image)
+        .config(&format!("[docker]\nhost = \"{socket}\""))
+        .build()
+}
+
+#[track_caller]
+fn assert_podman_kept_no_container(job: &Job) {
     let left = Command::new("podman")
         .args(["ps", "-a", "-q", "--filter"])
         .arg(format!("label=ecr-executor.job={}", job.key()))
@@ -279,13 +280,4 @@ fn podman_cleanup_removes_a_job_whose_entrypoint_exited() {
         "podman kept {}",
         String::from_utf8_lossy(&left.stdout)
     );
-}
-
-/// `podman inspect`'s `.State.Running` of a container.
-fn podman_state(container: &str) -> String {
-    let out = Command::new("podman")
-        .args(["inspect", "-f", "{{.State.Running}}", container])
-        .output()
-        .unwrap();
-    String::from_utf8_lossy(&out.stdout).trim().to_owned()
 }
