@@ -183,7 +183,7 @@ pub struct ServiceSettings {
 }
 
 /// `[docker]`: how to reach the engine.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct DockerConfig {
     /// `unix:///path` or `tcp://host:port`. Default: `DOCKER_HOST`, then the local socket.
@@ -193,6 +193,20 @@ pub struct DockerConfig {
     /// Directory with `ca.pem`, `cert.pem`, `key.pem` (default: `DOCKER_CERT_PATH`, then
     /// `~/.docker`).
     pub cert_path: Option<PathBuf>,
+    /// Read job output from FIFOs in a bind-mounted directory instead of through the engine,
+    /// when the engine shares this host (see `docker::shell::direct`).
+    pub direct_output: bool,
+}
+
+impl Default for DockerConfig {
+    fn default() -> Self {
+        DockerConfig {
+            host: None,
+            tls_verify: None,
+            cert_path: None,
+            direct_output: true,
+        }
+    }
 }
 
 /// Parsers for sizes and CPU counts written as in Docker's CLI.
@@ -519,7 +533,10 @@ mod tests {
         );
         assert_eq!(c.allowed_pull_policies().len(), 3);
         assert_eq!(c.docker.host.as_deref(), Some("unix:///run/docker.sock"));
+        assert!(c.docker.direct_output, "on unless turned off");
         assert!(Config::parse(r#"pull_policy = "never""#).is_ok());
+        let off = Config::parse("[docker]\ndirect_output = false").unwrap();
+        assert!(!off.docker.direct_output);
     }
 
     #[test]

@@ -82,7 +82,7 @@ pub fn is_not_found(err: &bollard::errors::Error) -> bool {
 }
 
 /// What the stages need to know of a container's state.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RunState {
     pub running: bool,
     /// How it ended, when it has.
@@ -90,6 +90,8 @@ pub struct RunState {
     pub oom_killed: bool,
     /// Created with a stdin the engine keeps open (the stage shell reads it).
     pub open_stdin: bool,
+    /// The host directory mounted for direct output ([`shell::direct`]), if any.
+    pub direct_dir: Option<std::path::PathBuf>,
 }
 
 /// A container's [`RunState`]. Podman may report a state Docker's API does not have
@@ -107,6 +109,12 @@ pub async fn run_state(
                 exit_code: state.exit_code.filter(|_| state.running != Some(true)),
                 oom_killed: state.oom_killed == Some(true),
                 open_stdin: inspect.config.and_then(|c| c.open_stdin) == Some(true),
+                direct_dir: inspect
+                    .mounts
+                    .unwrap_or_default()
+                    .into_iter()
+                    .find(|m| m.destination.as_deref() == Some(shell::direct::MOUNT_POINT))
+                    .and_then(|m| m.source.map(Into::into)),
             })
         }
         Err(bollard::errors::Error::JsonDataError { message, .. })
@@ -117,6 +125,7 @@ pub async fn run_state(
                 exit_code: None,
                 oom_killed: false,
                 open_stdin: false,
+                direct_dir: None,
             })
         }
         Err(e) => Err(e),

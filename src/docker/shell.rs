@@ -19,6 +19,7 @@
 //! with SIGTERM and after a grace period with SIGKILL; the stage shell survives and runs the
 //! next stage (`after_script` runs after a cancel).
 
+pub mod direct;
 mod markers;
 
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -34,6 +35,7 @@ use tokio::io::AsyncWriteExt;
 use tokio_util::sync::CancellationToken;
 
 use crate::output::RawStream;
+use direct::Fifos;
 use markers::Scanner;
 
 /// Picks the shell as the Docker executor does: bash when the image has one, else sh.
@@ -76,8 +78,9 @@ pub enum Access {
 }
 
 impl Access {
-    /// Asks the engine what it is; Podman (or an engine that does not say) gets execs.
-    pub async fn of(docker: &Docker) -> Access {
+    /// Asks the engine what it is; Podman (or an engine that does not say) gets execs. Also
+    /// returns the engine's kernel version, for [`direct::possible`].
+    pub async fn of(docker: &Docker) -> (Access, Option<String>) {
         match docker.version().await {
             Ok(version) => {
                 let podman = version
@@ -85,9 +88,10 @@ impl Access {
                     .unwrap_or_default()
                     .iter()
                     .any(|c| c.name.to_ascii_lowercase().contains("podman"));
-                if podman { Access::Exec } else { Access::Attach }
+                let access = if podman { Access::Exec } else { Access::Attach };
+                (access, version.kernel_version)
             }
-            Err(_) => Access::Exec,
+            Err(_) => (Access::Exec, None),
         }
     }
 
@@ -122,13 +126,17 @@ impl Access {
     }
 }
 
-/// What the stage shell is given for one stage.
+/// What the stage shell is given for one stage. The script's stdout and stderr go to the
+/// stage's FIFOs when the shell can open them (direct output), else to its own; the start line
+/// says which (` F`), and the end markers follow the output on the same streams.
 fn stage_program(nonce: &str, script: &[u8]) -> Vec<u8> {
-    let mut program = Vec::with_capacity(script.len() + 4 * nonce.len() + 256);
+    let [out, err] = Fifos::names(nonce);
+    let mut program = Vec::with_capacity(script.len() + 6 * nonce.len() + 512);
     program.extend_from_slice(
         format!(
-            "printf '%s S %s\\n' {nonce} \"$$\"; printf '%s S\\n' {nonce} >&2\n\
-             sh -c '{SHELL_DETECTION}' <<'{nonce}'\n"
+            "if [ -p {out} ] && command exec 3>{out} 4>{err}; then m=' F'; else exec 3>&1 4>&2; m=; fi\n\
+             printf '%s S %s%s\\n' {nonce} \"$$\" \"$m\"; printf '%s S%s\\n' {nonce} \"$m\" >&2\n\
+             sh -c '{SHELL_DETECTION}' <<'{nonce}' >&3 2>&4 3>&- 4>&-\n"
         )
         .as_bytes(),
     );
@@ -138,7 +146,7 @@ fn stage_program(nonce: &str, script: &[u8]) -> Vec<u8> {
     }
     program.extend_from_slice(
         format!(
-            "{nonce}\nprintf '\\n%s E %s\\n' {nonce} \"$?\"; printf '\\n%s E\\n' {nonce} >&2\n"
+            "{nonce}\nprintf '\\n%s E %s\\n' {nonce} \"$?\" >&3; printf '\\n%s E\\n' {nonce} >&4; exec 3>&- 4>&-\n"
         )
         .as_bytes(),
     );
@@ -150,6 +158,30 @@ fn nonce() -> String {
     let mut bytes = [0u8; 16];
     getrandom::getrandom(&mut bytes).expect("the OS random source");
     bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Bytes read from a FIFO at a time.
+const FIFO_READ: usize = 256 * 1024;
+
+/// Reads what a FIFO has; waits forever without one.
+async fn read_some(
+    fifo: Option<&mut tokio::net::unix::pipe::Receiver>,
+    buf: &mut [u8],
+) -> std::io::Result<usize> {
+    match fifo {
+        Some(fifo) => tokio::io::AsyncReadExt::read(fifo, buf).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// A FIFO read: the driver holds a write end, so end-of-file cannot happen; if it did, waiting
+/// on would spin.
+fn fifo_read(read: std::io::Result<usize>) -> Result<usize, ShellError> {
+    match read {
+        Ok(0) => Err(ShellError::Fifo(std::io::ErrorKind::UnexpectedEof.into())),
+        Ok(n) => Ok(n),
+        Err(e) => Err(ShellError::Fifo(e)),
+    }
 }
 
 /// How a stage ended.
@@ -170,6 +202,8 @@ pub enum ShellError {
     Ended,
     Docker(&'static str, bollard::errors::Error),
     Output(std::io::Error),
+    /// Reading a FIFO of direct output failed.
+    Fifo(std::io::Error),
 }
 
 impl ShellError {
@@ -228,6 +262,12 @@ pub async fn run_script(
 
     let nonce = nonce();
     let program = stage_program(&nonce, script);
+    // Direct output when prepare gave the container the job's directory; if the FIFOs cannot
+    // be made, the stage shell finds none and the stage runs over the attach.
+    let mut fifos = state
+        .direct_dir
+        .as_deref()
+        .and_then(|dir| Fifos::open(dir, &nonce).ok());
     let stage_shell = AtomicU32::new(0);
     let feed = async move {
         // A stopped container refuses the bytes; the output's end tells the story. The input
@@ -239,31 +279,65 @@ pub async fn run_script(
     let pump = async {
         let (mut out, mut err) = (RawStream::stdout(), RawStream::stderr());
         let (mut to_out, mut to_err) = (|b: &[u8]| out.write_all(b), |b: &[u8]| err.write_all(b));
+        // The attach's streams, and the FIFOs' (used when the start line says ` F`).
         let (mut stdout, mut stderr) = (Scanner::new(&nonce), Scanner::new(&nonce));
-        while !(stdout.done() && stderr.done()) {
-            let Some(frame) = output.next().await else {
-                return Err(ShellError::Ended);
-            };
-            match frame.map_err(|e| ShellError::Docker("read output of", e))? {
-                LogOutput::StdOut { message } | LogOutput::Console { message } => {
-                    stdout
-                        .feed(&message, &mut to_out)
-                        .map_err(ShellError::Output)?;
-                    // Once, when the start line has been read; not on every frame after.
-                    if stage_shell.load(Ordering::Relaxed) == 0
-                        && let Some(pid) = stdout.start_extra().and_then(|p| p.parse().ok())
-                    {
-                        stage_shell.store(pid, Ordering::Relaxed);
+        let (mut fifo_out, mut fifo_err) = (Scanner::started(&nonce), Scanner::started(&nonce));
+        let (mut from_out, mut from_err) = match &mut fifos {
+            Some(f) => (Some(&mut f.out), Some(&mut f.err)),
+            None => (None, None),
+        };
+        let mut buffers = match from_out {
+            Some(_) => [vec![0; FIFO_READ], vec![0; FIFO_READ]],
+            None => Default::default(),
+        };
+        let [buf_out, buf_err] = &mut buffers;
+        loop {
+            let direct = stdout.diverted();
+            if stdout.done() && stderr.done() && (!direct || (fifo_out.done() && fifo_err.done())) {
+                break;
+            }
+            tokio::select! {
+                frame = output.next() => {
+                    let Some(frame) = frame else {
+                        return Err(ShellError::Ended);
+                    };
+                    match frame.map_err(|e| ShellError::Docker("read output of", e))? {
+                        LogOutput::StdOut { message } | LogOutput::Console { message } => {
+                            stdout
+                                .feed(&message, &mut to_out)
+                                .map_err(ShellError::Output)?;
+                            // Once, when the start line has been read; not on every frame after.
+                            if stage_shell.load(Ordering::Relaxed) == 0
+                                && let Some(pid) = stdout
+                                    .start_extra()
+                                    .and_then(|extra| extra.split(' ').next()?.parse().ok())
+                            {
+                                stage_shell.store(pid, Ordering::Relaxed);
+                            }
+                        }
+                        LogOutput::StdErr { message } => stderr
+                            .feed(&message, &mut to_err)
+                            .map_err(ShellError::Output)?,
+                        LogOutput::StdIn { .. } => {}
                     }
                 }
-                LogOutput::StdErr { message } => stderr
-                    .feed(&message, &mut to_err)
-                    .map_err(ShellError::Output)?,
-                LogOutput::StdIn { .. } => {}
+                read = read_some(from_out.as_deref_mut(), buf_out), if !fifo_out.done() => {
+                    let n = fifo_read(read)?;
+                    fifo_out.feed(&buf_out[..n], &mut to_out).map_err(ShellError::Output)?;
+                }
+                read = read_some(from_err.as_deref_mut(), buf_err), if !fifo_err.done() => {
+                    let n = fifo_read(read)?;
+                    fifo_err.feed(&buf_err[..n], &mut to_err).map_err(ShellError::Output)?;
+                }
             }
         }
         // The stage shell prints `$?`, a number from 0 to 255.
-        Ok(stdout
+        let end = if stdout.diverted() {
+            &fifo_out
+        } else {
+            &stdout
+        };
+        Ok(end
             .end_extra()
             .and_then(|code| code.parse().ok())
             .unwrap_or(-1))
@@ -342,7 +416,7 @@ mod tests {
     fn the_stage_program_quotes_the_script_as_a_here_document() {
         let program = String::from_utf8(stage_program("n0nce", b"echo 'hi' \"$X\"")).unwrap();
         assert!(
-            program.contains("<<'n0nce'\necho 'hi' \"$X\"\nn0nce\n"),
+            program.contains("<<'n0nce' >&3 2>&4 3>&- 4>&-\necho 'hi' \"$X\"\nn0nce\n"),
             "{program}"
         );
         // The shell detection goes in single quotes: it must not hold one.

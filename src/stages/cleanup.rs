@@ -1,5 +1,6 @@
 //! `cleanup` stage: removes the job's containers, network and builds volume, found by label
-//! and by name, so it needs nothing from `prepare` and can run any number of times.
+//! and by name, and its direct-output directory, found by name, so it needs nothing from
+//! `prepare` and can run any number of times.
 //! Its output goes to the runner's own log and its exit code is ignored by the runner, so it
 //! reports what it could not remove on stderr and still succeeds.
 
@@ -22,6 +23,13 @@ pub async fn run(ctx: &Context) -> Result<()> {
     let failures = docker::resources::remove_job(&docker, &names).await;
     for failure in &failures {
         output::warn(format!("could not remove {failure}"));
+    }
+    // After the containers: none of them holds a FIFO open any more.
+    if let Err(e) = docker::shell::direct::remove_job_dir(&names.job) {
+        output::warn(format!(
+            "could not remove {}: {e}",
+            docker::shell::direct::job_dir(&names.job).display()
+        ));
     }
     Ok(())
 }

@@ -72,6 +72,7 @@ pub async fn run(
             Err(Error::docker(action, container, source))
         }
         Err(shell::ShellError::Output(source)) => Err(Error::io("writing the job output", source)),
+        Err(shell::ShellError::Fifo(source)) => Err(Error::io("reading the job output", source)),
     }
 }
 

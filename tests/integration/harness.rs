@@ -306,6 +306,16 @@ impl Job {
         format!("ecr-executor-{RUNNER_TOKEN}-p{PROJECT_ID}-c0-j{}", self.id)
     }
 
+    /// The job's direct-output directory on the host (the driver's TMPDIR is the job's).
+    pub fn direct_dir(&self) -> PathBuf {
+        // SAFETY: geteuid cannot fail.
+        let uid = unsafe { libc::geteuid() };
+        self.tmp
+            .path()
+            .join(format!("ecr-executor-{uid}"))
+            .join(self.key())
+    }
+
     pub fn build_container(&self) -> String {
         format!("{}-build", self.key())
     }
@@ -684,4 +694,6 @@ pub fn leftovers(job_key: &str) -> Vec<String> {
 pub fn assert_no_leftovers(job: &Job) {
     let left = leftovers(&job.key());
     assert!(left.is_empty(), "job {} left {left:?}", job.key());
+    let dir = job.direct_dir();
+    assert!(!dir.exists(), "job {} left {}", job.key(), dir.display());
 }

@@ -1,15 +1,58 @@
-//! Job output streams through byte-exact with flat memory.
+//! Job output streams through byte-exact with flat memory, on both paths: direct (FIFOs in a
+//! bind-mounted directory, the default with a local engine) and over the attach.
 
 use std::io::{BufRead, BufReader};
+use std::os::unix::fs::PermissionsExt;
 
 use crate::harness::*;
 
+/// The same job twice: with direct output (the default here) and over the attach.
+fn on_both_paths() -> [Job; 2] {
+    [
+        Job::new(BUSYBOX),
+        Job::builder(BUSYBOX)
+            .config("[docker]\ndirect_output = false")
+            .build(),
+    ]
+}
+
+#[test]
+fn direct_output_bypasses_the_engine_unless_turned_off() {
+    let [direct, attach] = on_both_paths();
+    for (job, expected) in [(&direct, "/.ecr-executor/"), (&attach, "pipe:")] {
+        job.prepare_ok();
+        let out = job.run(
+            "build_script",
+            "readlink /proc/self/fd/1; readlink /proc/self/fd/2 >&2",
+        );
+        out.assert_ok();
+        assert!(out.stdout().starts_with(expected), "{}", out.all());
+        assert!(out.stderr.starts_with(expected), "{}", out.all());
+    }
+    // The stage's FIFOs are gone after it; the directory is the runner user's alone on the
+    // host, and cleanup removes it.
+    let dir = direct.direct_dir();
+    assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 0);
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(dir.parent().unwrap()), 0o700);
+    assert!(!attach.direct_dir().exists());
+    for job in [&direct, &attach] {
+        job.cleanup().assert_ok();
+        assert_no_leftovers(job);
+    }
+}
+
 #[test]
 fn two_hundred_megabytes_arrive_byte_exact() {
+    for job in on_both_paths() {
+        two_hundred_megabytes(&job);
+    }
+}
+
+fn two_hundred_megabytes(job: &Job) {
     // seq 1..23_500_000 prints ~200 MB; every line is checked, so loss, duplication or
     // reordering anywhere fails the test.
     const LINES: u64 = 23_500_000;
-    let job = Job::new(BUSYBOX);
     job.prepare_ok();
     let out = job.run("build_script", &format!("seq 1 {LINES}"));
     out.assert_ok();
@@ -35,57 +78,61 @@ fn two_hundred_megabytes_arrive_byte_exact() {
 
 #[test]
 fn stdout_and_stderr_stay_apart() {
-    let job = Job::new(BUSYBOX);
-    job.prepare_ok();
-    let out = job.run("build_script", "echo to-out\necho to-err >&2");
-    out.assert_ok();
-    assert_eq!(out.stdout(), "to-out\n");
-    assert_eq!(out.stderr, "to-err\n");
+    for job in on_both_paths() {
+        job.prepare_ok();
+        let out = job.run("build_script", "echo to-out\necho to-err >&2");
+        out.assert_ok();
+        assert_eq!(out.stdout(), "to-out\n");
+        assert_eq!(out.stderr, "to-err\n");
+    }
 }
 
 #[test]
 fn stage_output_is_exact_at_both_ends() {
     // The stage shell frames each stage with marker lines; none of them may show.
-    let job = Job::new(BUSYBOX);
-    job.prepare_ok();
-    for _ in 0..2 {
-        let out = job.run("build_script", "printf no-newline; printf 'err\\n\\n' >&2");
-        out.assert_ok();
-        assert_eq!(out.stdout(), "no-newline");
-        assert_eq!(out.stderr, "err\n\n");
+    for job in on_both_paths() {
+        job.prepare_ok();
+        for _ in 0..2 {
+            let out = job.run("build_script", "printf no-newline; printf 'err\\n\\n' >&2");
+            out.assert_ok();
+            assert_eq!(out.stdout(), "no-newline");
+            assert_eq!(out.stderr, "err\n\n");
+        }
     }
 }
 
 #[test]
 fn output_left_behind_by_an_earlier_stage_stays_out_of_the_next() {
-    let job = Job::new(BUSYBOX);
-    job.prepare_ok();
-    let first = job.run(
-        "build_script",
-        "(sleep 1; echo late-out; echo late-err >&2) &\necho first",
-    );
-    first.assert_ok();
-    assert_eq!(first.stdout(), "first\n");
-    std::thread::sleep(std::time::Duration::from_millis(1500));
-    let second = job.run("after_script", "echo second");
-    second.assert_ok();
-    assert_eq!(second.stdout(), "second\n");
-    assert_eq!(second.stderr, "");
+    for job in on_both_paths() {
+        job.prepare_ok();
+        let first = job.run(
+            "build_script",
+            "(sleep 1; echo late-out; echo late-err >&2) &\necho first",
+        );
+        first.assert_ok();
+        assert_eq!(first.stdout(), "first\n");
+        std::thread::sleep(std::time::Duration::from_millis(1500));
+        let second = job.run("after_script", "echo second");
+        second.assert_ok();
+        assert_eq!(second.stdout(), "second\n");
+        assert_eq!(second.stderr, "");
+    }
 }
 
 #[test]
 fn scripts_with_control_bytes_here_documents_and_megabytes_run_whole() {
-    let job = Job::new(BUSYBOX);
-    job.prepare_ok();
-    let mut script = b"cat <<'EOF'\nEOF is not the end\nEOF\n".to_vec();
-    // Docker's default detach keys (ctrl-p ctrl-q) must not end anything.
-    script.extend_from_slice(b"printf 'keys \x10\x11 kept\\n'\n");
-    script.extend_from_slice("# padding\n".repeat(200_000).as_bytes());
-    script.extend_from_slice(b"echo last line without newline");
-    let out = job.run_raw("build_script", &script);
-    out.assert_ok();
-    assert_eq!(
-        out.stdout(),
-        "EOF is not the end\nkeys \u{10}\u{11} kept\nlast line without newline\n"
-    );
+    for job in on_both_paths() {
+        job.prepare_ok();
+        let mut script = b"cat <<'EOF'\nEOF is not the end\nEOF\n".to_vec();
+        // Docker's default detach keys (ctrl-p ctrl-q) must not end anything.
+        script.extend_from_slice(b"printf 'keys \x10\x11 kept\\n'\n");
+        script.extend_from_slice("# padding\n".repeat(200_000).as_bytes());
+        script.extend_from_slice(b"echo last line without newline");
+        let out = job.run_raw("build_script", &script);
+        out.assert_ok();
+        assert_eq!(
+            out.stdout(),
+            "EOF is not the end\nkeys \u{10}\u{11} kept\nlast line without newline\n"
+        );
+    }
 }

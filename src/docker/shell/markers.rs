@@ -26,6 +26,9 @@ enum Phase {
     /// After the end marker, reading the rest of its line.
     EndLine,
     Done,
+    /// The start line said the stage's output goes elsewhere (`F`, see [`super::direct`]):
+    /// the rest of this stream is leftovers, dropped.
+    Diverted,
 }
 
 /// Splits one stream (stdout or stderr) of a container into the stage's output and its
@@ -63,9 +66,24 @@ impl Scanner {
         }
     }
 
-    /// Whether the end line has been read in full.
+    /// A scanner for a stream that holds only this stage's output and end line (a FIFO of
+    /// its own): no start line to wait for.
+    pub fn started(nonce: &str) -> Scanner {
+        Scanner {
+            phase: Phase::Passing,
+            ..Scanner::new(nonce)
+        }
+    }
+
+    /// Whether this stream has nothing more for the stage: its end line has been read in
+    /// full, or its start line said the output goes elsewhere.
     pub fn done(&self) -> bool {
-        self.phase == Phase::Done
+        matches!(self.phase, Phase::Done | Phase::Diverted)
+    }
+
+    /// Whether the start line said the stage's output goes elsewhere.
+    pub fn diverted(&self) -> bool {
+        self.phase == Phase::Diverted
     }
 
     /// The text after the start marker (trimmed), once its line is complete.
@@ -89,7 +107,7 @@ impl Scanner {
                 Phase::Before => self.before(data),
                 Phase::StartLine | Phase::EndLine => self.marker_line(data),
                 Phase::Passing => self.passing(data, sink)?,
-                Phase::Done => &[],
+                Phase::Done | Phase::Diverted => &[],
             };
         }
         Ok(())
@@ -133,8 +151,12 @@ impl Scanner {
             let extra = String::from_utf8_lossy(&self.held).trim().to_owned();
             self.held.clear();
             if self.phase == Phase::StartLine {
+                self.phase = if extra.split_whitespace().last() == Some("F") {
+                    Phase::Diverted
+                } else {
+                    Phase::Passing
+                };
                 self.start_extra = Some(extra);
-                self.phase = Phase::Passing;
             } else {
                 self.end_extra = Some(extra);
                 self.phase = Phase::Done;
@@ -284,5 +306,30 @@ mod tests {
         let long = "9".repeat(100);
         let (_, start, ..) = scan(&[format!("{NONCE} S {long}\nx").as_bytes()]);
         assert_eq!(start.unwrap().len(), MAX_EXTRA - 1);
+    }
+
+    #[test]
+    fn a_start_line_ending_in_f_diverts_the_stream() {
+        let whole = format!("old {NONCE} S 42 F\nleftover of an earlier stage\n{NONCE} E 7\n");
+        let (out, start, end, done) = scan(&[whole.as_bytes()]);
+        assert!(out.is_empty(), "{}", String::from_utf8_lossy(&out));
+        assert_eq!(start.as_deref(), Some("42 F"));
+        assert_eq!(end, None);
+        assert!(done);
+    }
+
+    #[test]
+    fn a_started_scanner_passes_from_the_first_byte() {
+        let mut s = Scanner::started(NONCE);
+        let mut out = Vec::new();
+        let whole = format!("{NONCE} S look-alike\nout\n{NONCE} E 3\n");
+        s.feed(whole.as_bytes(), &mut |b: &[u8]| {
+            out.extend_from_slice(b);
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(out, format!("{NONCE} S look-alike\nout").as_bytes());
+        assert_eq!(s.end_extra(), Some("3"));
+        assert!(s.done() && !s.diverted());
     }
 }

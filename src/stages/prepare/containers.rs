@@ -11,6 +11,7 @@
 //! and the operator's DNS settings, on the job's network under their aliases.
 
 use std::collections::HashMap;
+use std::path::Path;
 
 use bollard::Docker;
 use bollard::models::{
@@ -22,7 +23,7 @@ use futures_util::StreamExt;
 
 use super::plan::{Plan, ServicePlan};
 use crate::config::{Config, ContainerSettings};
-use crate::docker::shell::Access;
+use crate::docker::shell::{Access, direct};
 use crate::error::{Error, Result};
 use crate::naming::Names;
 
@@ -31,17 +32,25 @@ use crate::naming::Names;
 const LINK_GITLAB_RUNNER: &str = "if ! command -v gitlab-runner >/dev/null 2>&1 && \
 h=$(command -v gitlab-runner-helper); then ln -s \"$h\" \"${h%/*}/gitlab-runner\"; fi";
 
+/// How the stages will reach the build and helper containers.
+pub struct StageAccess<'a> {
+    pub access: Access,
+    /// How long the stage shell (or sleep) keeps the container alive.
+    pub lifetime_secs: u64,
+    /// The job's directory for direct output, mounted into both.
+    pub direct: Option<&'a Path>,
+}
+
 pub fn build(
     config: &Config,
     names: &Names,
     plan: &Plan,
     image_id: String,
     labels: HashMap<String, String>,
-    access: Access,
-    lifetime_secs: u64,
+    stages: &StageAccess,
 ) -> ContainerCreateBody {
     let c = &config.container;
-    let mut host = volumes(config, names);
+    let mut host = volumes(config, names, stages.direct);
     host.network_mode = Some(format!("container:{}", names.helper));
     host.privileged = Some(plan.privileged);
     host.nano_cpus = c.cpus;
@@ -84,7 +93,7 @@ pub fn build(
         host_config: Some(host),
         ..Default::default()
     };
-    let main = access.configure(&mut body, "", lifetime_secs);
+    let main = stages.access.configure(&mut body, "", stages.lifetime_secs);
     body.cmd = Some(vec!["sh".into(), "-c".into(), main]);
     body
 }
@@ -95,8 +104,7 @@ pub fn helper(
     plan: &Plan,
     image_id: String,
     labels: HashMap<String, String>,
-    access: Access,
-    lifetime_secs: u64,
+    stages: &StageAccess,
 ) -> ContainerCreateBody {
     // The network namespace the build container joins: its network, hostname, /etc/hosts
     // and DNS settings are the job's.
@@ -110,7 +118,7 @@ pub fn helper(
         dns: dns.dns,
         dns_search: dns.dns_search,
         extra_hosts: dns.extra_hosts,
-        ..volumes(config, names)
+        ..volumes(config, names, stages.direct)
     };
     let mut body = ContainerCreateBody {
         image: Some(image_id),
@@ -125,7 +133,11 @@ pub fn helper(
         ),
         ..Default::default()
     };
-    let main = access.configure(&mut body, &format!("{LINK_GITLAB_RUNNER}; "), lifetime_secs);
+    let main = stages.access.configure(
+        &mut body,
+        &format!("{LINK_GITLAB_RUNNER}; "),
+        stages.lifetime_secs,
+    );
     body.cmd = Some(vec![main]);
     body
 }
@@ -165,8 +177,8 @@ pub fn service(
     }
 }
 
-/// The volumes of the build and helper containers.
-fn volumes(config: &Config, names: &Names) -> HostConfig {
+/// The volumes of the build and helper containers, and the job's directory for direct output.
+fn volumes(config: &Config, names: &Names, direct: Option<&Path>) -> HostConfig {
     let volume = |source: Option<&str>, target: &str, read_only: bool| Mount {
         typ: Some(MountType::VOLUME),
         source: source.map(str::to_owned),
@@ -182,6 +194,7 @@ fn volumes(config: &Config, names: &Names) -> HostConfig {
     if !config.disable_cache {
         mounts.push(volume(Some(&names.cache_volume), &config.cache_dir, false));
     }
+    mounts.extend(direct.map(direct::mount));
     let mut binds = Vec::new();
     for spec in &config.container.volumes {
         match spec.split(':').collect::<Vec<_>>()[..] {

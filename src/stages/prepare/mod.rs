@@ -24,7 +24,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::Context;
 use crate::auth::Resolver;
-use crate::docker::shell::Access;
+use crate::docker::shell::{Access, direct};
 use crate::docker::{self, pull::ensure_image, resources::remove_job};
 use crate::error::{Error, Result};
 use crate::job::{JobIdentity, PullPolicy};
@@ -65,7 +65,7 @@ async fn prepare(
     };
     let platform = plan.platform.as_deref();
 
-    let (leftovers, image, helper, access) = tokio::join!(
+    let (leftovers, image, helper, (access, engine_kernel)) = tokio::join!(
         remove_job(docker, &names),
         ensure_image(docker, &plan.image, &plan.pull_policies, platform, auth),
         ensure_image(
@@ -134,30 +134,53 @@ async fn prepare(
         network,
     )?;
 
-    let keep_alive = lifetime.keep_alive_secs();
-    let build = containers::build(
+    // Direct output (docker::shell::direct) when the engine shares this host; without a
+    // directory for it, stages run over the attach.
+    let host = crate::docker::docker_host(config, &ctx.env);
+    let direct_dir = (config.docker.direct_output
+        && access == Access::Attach
+        && direct::possible(&host, engine_kernel.as_deref()))
+    .then(|| direct::create_job_dir(&names.job))
+    .and_then(|made| {
+        made.map_err(|e| output::warn(format!("direct output is off for this job: {e}")))
+            .ok()
+    });
+    let stages = containers::StageAccess {
+        access,
+        lifetime_secs: lifetime.keep_alive_secs(),
+        direct: direct_dir.as_deref(),
+    };
+    let mut build = containers::build(
         config,
         &names,
         plan,
         image_id,
         container_labels(Role::Build),
-        access,
-        keep_alive,
+        &stages,
     );
-    let helper = containers::helper(
+    let mut helper = containers::helper(
         config,
         &names,
         plan,
         helper_id,
         container_labels(Role::Helper),
-        access,
-        keep_alive,
+        &stages,
     );
     let image = plan.image.to_string();
     let build_and_helper = async {
         // The build container joins the helper's network namespace, so it is created once
         // the helper exists and started once that one runs.
-        containers::create(docker, &names.helper, None, helper).await?;
+        match containers::create(docker, &names.helper, None, helper.clone()).await {
+            // The engine runs on this kernel but does not see the directory (a runner in a
+            // container): stages run over the attach.
+            Err(e) if direct_dir.is_some() && direct::engine_cannot_see(&e) => {
+                let _ = direct::remove_job_dir(&names.job);
+                direct::unmount(&mut helper);
+                direct::unmount(&mut build);
+                containers::create(docker, &names.helper, None, helper).await?;
+            }
+            created => created?,
+        }
         let (started, created) = tokio::join!(
             containers::start(docker, &names.helper),
             containers::create(docker, &names.build, platform, build),

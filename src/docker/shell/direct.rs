@@ -1,0 +1,251 @@
+//! Direct output: a stage's output skips the engine when the engine shares this host.
+//!
+//! Through an attach, every byte a job prints is copied by containerd-shim and then by dockerd
+//! before the driver reads it: for a chatty job that is most of two cores (256 MB took the
+//! engine about 0.8 s here). When the engine runs on this kernel and sees this filesystem,
+//! prepare makes a fresh directory per job ([`create_job_dir`], private to the runner user on
+//! the host) and bind-mounts it read-only at [`MOUNT_POINT`] into the build and helper
+//! containers. For each stage the driver makes two FIFOs there named after the stage's nonce
+//! ([`Fifos`]) and reads them; the stage shell points the script's stdout and stderr at them
+//! when it can open them, and says so on its start marker line (`F`). When it cannot (an
+//! engine in a VM that shares the path but not the kernel, SELinux labels), the stage runs
+//! over the attach as before. Cleanup removes the directory.
+//!
+//! A FIFO is a pipe to the job, as the attach's pipes are: no tty, output byte for byte. One
+//! difference, shared with the Docker executor (whose container stops after each stage): a
+//! background process that writes after its stage ended gets SIGPIPE, since nobody reads.
+
+use std::fs::{self, DirBuilder};
+use std::io;
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use bollard::models::{ContainerCreateBody, Mount, MountType};
+use tokio::net::unix::pipe;
+
+use crate::error::Error;
+
+/// Where the job's directory appears in its containers.
+pub const MOUNT_POINT: &str = "/.ecr-executor";
+
+/// Pipe buffer asked for each FIFO: fewer wake-ups than the default 64 KiB for big outputs
+/// (the unprivileged limit is 1 MiB).
+const PIPE_SIZE: libc::c_int = 1 << 20;
+
+/// Whether direct output can work: an engine on a local socket, running this host's kernel
+/// (an engine in a VM reports its own). Whether it sees this filesystem shows when the bind
+/// mount is created ([`engine_cannot_see`]).
+pub fn possible(host: &str, engine_kernel: Option<&str>) -> bool {
+    host.starts_with("unix://")
+        && engine_kernel.is_some_and(|k| Some(k) == local_kernel().as_deref())
+}
+
+fn local_kernel() -> Option<String> {
+    // SAFETY: uname fills the struct it is given.
+    let mut name: libc::utsname = unsafe { std::mem::zeroed() };
+    if unsafe { libc::uname(&mut name) } != 0 {
+        return None;
+    }
+    // SAFETY: uname NUL-terminates its fields.
+    let release = unsafe { std::ffi::CStr::from_ptr(name.release.as_ptr()) };
+    Some(release.to_string_lossy().into_owned())
+}
+
+/// The host directory of job `job`: `$TMPDIR/ecr-executor-<uid>/<job>`. Derived from the
+/// job's name only, so that cleanup needs nothing from prepare.
+pub fn job_dir(job: &str) -> PathBuf {
+    base_dir().join(job)
+}
+
+fn base_dir() -> PathBuf {
+    // SAFETY: geteuid cannot fail.
+    let uid = unsafe { libc::geteuid() };
+    std::env::temp_dir().join(format!("ecr-executor-{uid}"))
+}
+
+/// Makes a fresh, empty directory for job `job`. Its parent is the runner user's own (mode
+/// 0700, checked when it exists: the temp dir is shared), so no other user on the host can
+/// reach the FIFOs; the directory itself is open to every user of the containers.
+pub fn create_job_dir(job: &str) -> io::Result<PathBuf> {
+    let base = base_dir();
+    match DirBuilder::new().mode(0o700).create(&base) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+            let meta = fs::symlink_metadata(&base)?;
+            // SAFETY: geteuid cannot fail.
+            let ours = meta.uid() == unsafe { libc::geteuid() };
+            if !meta.is_dir() || !ours || meta.mode() & 0o077 != 0 {
+                return Err(io::Error::new(
+                    io::ErrorKind::PermissionDenied,
+                    format!("{} is not a directory private to this user", base.display()),
+                ));
+            }
+        }
+        Err(e) => return Err(e),
+    }
+    let dir = base.join(job);
+    remove_job_dir(job)?;
+    fs::create_dir(&dir)?;
+    fs::set_permissions(&dir, fs::Permissions::from_mode(0o755))?;
+    Ok(dir)
+}
+
+/// Removes job `job`'s directory; one that does not exist is fine.
+pub fn remove_job_dir(job: &str) -> io::Result<()> {
+    match fs::remove_dir_all(job_dir(job)) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+        _ => Ok(()),
+    }
+}
+
+/// The read-only bind mount of `dir` at [`MOUNT_POINT`]. Read-only: the job cannot make files
+/// on the host, while FIFOs still open for writing.
+pub fn mount(dir: &Path) -> Mount {
+    Mount {
+        typ: Some(MountType::BIND),
+        source: Some(dir.to_string_lossy().into_owned()),
+        target: Some(MOUNT_POINT.to_owned()),
+        read_only: Some(true),
+        ..Default::default()
+    }
+}
+
+/// Takes the mount of [`mount`] out of a container spec again.
+pub fn unmount(body: &mut ContainerCreateBody) {
+    if let Some(mounts) = body.host_config.as_mut().and_then(|h| h.mounts.as_mut()) {
+        mounts.retain(|m| m.target.as_deref() != Some(MOUNT_POINT));
+    }
+}
+
+/// Whether creating a container failed because the engine does not see the directory: it
+/// runs on this kernel but in another mount namespace (a runner in a container talking to the
+/// host's engine).
+pub fn engine_cannot_see(e: &Error) -> bool {
+    matches!(
+        e,
+        Error::Docker {
+            source: bollard::errors::Error::DockerResponseServerError { status_code: 400, message },
+            ..
+        } if message.contains("bind source path does not exist")
+    )
+}
+
+/// One stage's two FIFOs (stdout, stderr) in the job's directory, open for reading. The
+/// driver holds them open for writing too, so a read never sees end-of-file and the stage
+/// shell never waits to open them; the end marker tells when the stage is over. Removed on
+/// drop.
+pub struct Fifos {
+    paths: [PathBuf; 2],
+    pub out: pipe::Receiver,
+    pub err: pipe::Receiver,
+}
+
+impl Fifos {
+    pub fn open(dir: &Path, nonce: &str) -> io::Result<Fifos> {
+        let paths = [1, 2].map(|fd| dir.join(format!("{nonce}.{fd}")));
+        let mut fifos = Vec::with_capacity(2);
+        let result = (|| {
+            for path in &paths {
+                make_fifo(path)?;
+                let receiver = pipe::OpenOptions::new()
+                    .read_write(true)
+                    .open_receiver(path)?;
+                // SAFETY: fcntl on a descriptor we own; a refusal leaves the default size.
+                unsafe { libc::fcntl(receiver.as_raw_fd(), libc::F_SETPIPE_SZ, PIPE_SIZE) };
+                fifos.push(receiver);
+            }
+            Ok(())
+        })();
+        if let Err(e) = result {
+            for path in &paths {
+                let _ = fs::remove_file(path);
+            }
+            return Err(e);
+        }
+        let (err, out) = (fifos.pop().unwrap(), fifos.pop().unwrap());
+        Ok(Fifos { paths, out, err })
+    }
+
+    /// The FIFOs' paths as the container sees them, relative to [`MOUNT_POINT`].
+    pub fn names(nonce: &str) -> [String; 2] {
+        [1, 2].map(|fd| format!("{MOUNT_POINT}/{nonce}.{fd}"))
+    }
+}
+
+impl Drop for Fifos {
+    fn drop(&mut self) {
+        for path in &self.paths {
+            let _ = fs::remove_file(path);
+        }
+    }
+}
+
+/// `mkfifo` with mode 0666 whatever the umask: the job may run as any user.
+fn make_fifo(path: &Path) -> io::Result<()> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(path.as_os_str().as_bytes())
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+    // SAFETY: a NUL-terminated path.
+    if unsafe { libc::mkfifo(c.as_ptr(), 0o666) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    fs::set_permissions(path, fs::Permissions::from_mode(0o666))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_local_socket_with_this_kernel_qualifies() {
+        let kernel = local_kernel().unwrap();
+        assert!(possible("unix:///var/run/docker.sock", Some(&kernel)));
+        assert!(!possible("tcp://127.0.0.1:2375", Some(&kernel)));
+        assert!(!possible(
+            "unix:///var/run/docker.sock",
+            Some("6.10.14-linuxkit")
+        ));
+        assert!(!possible("unix:///var/run/docker.sock", None));
+    }
+
+    #[test]
+    fn only_a_missing_bind_source_means_the_engine_cannot_see() {
+        let refused = |status_code, message: &str| Error::Docker {
+            action: "create container",
+            target: "x".into(),
+            source: bollard::errors::Error::DockerResponseServerError {
+                status_code,
+                message: message.into(),
+            },
+        };
+        assert!(engine_cannot_see(&refused(
+            400,
+            "invalid mount config for type \"bind\": bind source path does not exist: /tmp/x"
+        )));
+        assert!(!engine_cannot_see(&refused(
+            400,
+            "invalid reference format"
+        )));
+        assert!(!engine_cannot_see(&refused(
+            500,
+            "bind source path does not exist"
+        )));
+    }
+
+    #[test]
+    fn the_mount_can_be_taken_out_again() {
+        let mut body = ContainerCreateBody {
+            host_config: Some(bollard::models::HostConfig {
+                mounts: Some(vec![Mount::default(), mount(Path::new("/tmp/x"))]),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        unmount(&mut body);
+        assert_eq!(
+            body.host_config.unwrap().mounts.unwrap(),
+            vec![Mount::default()]
+        );
+    }
+}
