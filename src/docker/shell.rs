@@ -146,7 +146,7 @@ fn stage_program(nonce: &str, script: &[u8]) -> Vec<u8> {
     }
     program.extend_from_slice(
         format!(
-            "{nonce}\nprintf '\\n%s E %s\\n' {nonce} \"$?\" >&3; printf '\\n%s E\\n' {nonce} >&4; exec 3>&- 4>&-\n"
+            "{nonce}\nprintf '%s E %s\\n' {nonce} \"$?\" >&3; printf '%s E\\n' {nonce} >&4; exec 3>&- 4>&-\n"
         )
         .as_bytes(),
     );

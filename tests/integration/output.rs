@@ -88,6 +88,22 @@ fn stdout_and_stderr_stay_apart() {
 }
 
 #[test]
+fn a_finished_line_shows_at_once() {
+    // The runner merges stdout and stderr into one log: a newline held back until the next
+    // write on its stream would glue the next stderr line to this one.
+    for job in on_both_paths() {
+        job.prepare_ok();
+        let running = job.spawn_run("build_script", "echo first; sleep 2; echo second");
+        running.wait_for_output("first");
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        assert_eq!(running.stdout_so_far(), "first\n");
+        let out = running.wait(std::time::Duration::from_secs(30));
+        out.assert_ok();
+        assert_eq!(out.stdout(), "first\nsecond\n");
+    }
+}
+
+#[test]
 fn stage_output_is_exact_at_both_ends() {
     // The stage shell frames each stage with marker lines; none of them may show.
     for job in on_both_paths() {

@@ -1,11 +1,12 @@
 //! Finding a stage's output in a container's output stream.
 //!
-//! The stage shell frames each stage with marker lines that carry the stage's nonce: a start
-//! line `NONCE S[ extra]` and an end line `\nNONCE E[ extra]` (the shell prints the leading
-//! newline itself, so the stage's own output is passed through byte for byte). A [`Scanner`]
-//! per stream drops what comes before the start line, passes what lies between as soon as it
-//! arrives, and holds back at most a partial end marker: only a tail that starts with a
-//! newline can begin one, so a line without a newline (a progress bar) is never held.
+//! The stage shell frames each stage with markers that carry the stage's nonce: a start line
+//! `NONCE S[ extra]` and an end line `NONCE E[ extra]`, printed right after the stage's last
+//! byte (the nonce is unguessable, so it is found anywhere, not only at a line start). A
+//! [`Scanner`] per stream drops what comes before the start line, passes what lies between as
+//! soon as it arrives, byte for byte, and holds back at most a partial end marker: only a tail
+//! that begins the nonce. Output ending in a newline (nearly every chunk) is never held, so
+//! the lines of stdout and stderr reach the job log in the order they were written.
 
 use std::io;
 
@@ -52,7 +53,7 @@ impl Scanner {
     pub fn new(nonce: &str) -> Scanner {
         let (start, end) = (
             format!("{nonce} S").into_bytes(),
-            format!("\n{nonce} E").into_bytes(),
+            format!("{nonce} E").into_bytes(),
         );
         Scanner {
             find_start: memmem::Finder::new(&start).into_owned(),
@@ -171,38 +172,45 @@ impl Scanner {
         sink: &mut impl FnMut(&[u8]) -> io::Result<()>,
     ) -> io::Result<&'a [u8]> {
         if !self.held.is_empty() {
-            // A possible end marker began in an earlier chunk: does this one complete it?
-            let want = &self.end[self.held.len()..];
-            let take = want.len().min(data.len());
-            if want[..take] == data[..take] {
-                self.held.extend_from_slice(&data[..take]);
-                if self.held.len() == self.end.len() {
-                    self.held.clear();
-                    self.phase = Phase::EndLine;
-                }
-                return Ok(&data[take..]);
+            // A possible end marker began in an earlier chunk: look at it with the start of
+            // this one.
+            let held = self.held.len();
+            let take = data.len().min(self.end.len());
+            let mut joint = std::mem::take(&mut self.held);
+            joint.extend_from_slice(&data[..take]);
+            if let Some(i) = self.find_end.find(&joint) {
+                sink(&joint[..i])?;
+                self.phase = Phase::EndLine;
+                return Ok(&data[i + self.end.len() - held..]);
             }
-            // Output after all; the marker's only newline is its first byte, so no marker can
-            // start inside the held bytes past it.
-            sink(&self.held)?;
-            self.held.clear();
+            if take == data.len() {
+                let j = self.tail_start(&joint);
+                sink(&joint[..j])?;
+                self.held = joint.split_off(j);
+                return Ok(&[]);
+            }
+            // A marker that began in the held bytes would have ended inside the joint: they
+            // are output.
+            sink(&joint[..held])?;
         }
         if let Some(i) = self.find_end.find(data) {
             sink(&data[..i])?;
             self.phase = Phase::EndLine;
             return Ok(&data[i + self.end.len()..]);
         }
-        // Hold back a tail that may begin the end marker: it starts at the last newline.
-        let window = data.len().saturating_sub(self.end.len() - 1);
-        if let Some(j) = memchr::memrchr(b'\n', &data[window..]).map(|j| window + j)
-            && self.end.starts_with(&data[j..])
-        {
-            sink(&data[..j])?;
-            self.held.extend_from_slice(&data[j..]);
-            return Ok(&[]);
-        }
-        sink(data)?;
+        let j = self.tail_start(data);
+        sink(&data[..j])?;
+        self.held.extend_from_slice(&data[j..]);
         Ok(&[])
+    }
+
+    /// Where the longest tail of `data` that begins the end marker starts (`data.len()` when
+    /// none does).
+    fn tail_start(&self, data: &[u8]) -> usize {
+        let window = data.len().saturating_sub(self.end.len() - 1);
+        (window..data.len())
+            .find(|&j| self.end.starts_with(&data[j..]))
+            .unwrap_or(data.len())
     }
 }
 
@@ -232,7 +240,7 @@ mod tests {
     }
 
     fn framed(output: &str) -> Vec<u8> {
-        format!("leftover {NONCE} S 42\n{output}\n{NONCE} E 7\nlate").into_bytes()
+        format!("leftover {NONCE} S 42\n{output}{NONCE} E 7\nlate").into_bytes()
     }
 
     #[test]
@@ -267,7 +275,7 @@ mod tests {
 
     #[test]
     fn a_near_miss_of_the_end_marker_is_output() {
-        let fake = format!("\n{} E 0\n", &NONCE[..31]);
+        let fake = format!("{} E 0\n{NONCE}", &NONCE[..31]);
         let whole = framed(&fake);
         for size in 1..whole.len() {
             let chunks: Vec<&[u8]> = whole.chunks(size).collect();
@@ -277,20 +285,28 @@ mod tests {
     }
 
     #[test]
-    fn a_line_without_newline_is_not_held_back() {
+    fn only_a_tail_that_begins_the_nonce_is_held_back() {
         let mut s = Scanner::new(NONCE);
-        let mut out = Vec::new();
+        let out = std::cell::RefCell::new(Vec::new());
         let mut sink = |b: &[u8]| {
-            out.extend_from_slice(b);
+            out.borrow_mut().extend_from_slice(b);
             Ok(())
         };
         s.feed(format!("{NONCE} S 1\n").as_bytes(), &mut sink)
             .unwrap();
+        // Lines and progress bars pass at once, so stdout and stderr keep their order.
+        s.feed(b"line\n", &mut sink).unwrap();
         s.feed(b"progress 10%", &mut sink).unwrap();
-        s.feed(b"\n", &mut sink).unwrap();
-        // Only the trailing newline, which could begin the end marker, waits.
-        assert_eq!(out, b"progress 10%");
+        s.feed(format!("x{}", &NONCE[..5]).as_bytes(), &mut sink)
+            .unwrap();
+        assert_eq!(*out.borrow(), b"line\nprogress 10%x");
         assert!(!s.done());
+        // Not the marker after all: the held bytes pass with what follows.
+        s.feed(b"y\n", &mut sink).unwrap();
+        assert_eq!(
+            *out.borrow(),
+            format!("line\nprogress 10%x{}y\n", &NONCE[..5]).as_bytes()
+        );
     }
 
     #[test]
@@ -323,13 +339,43 @@ mod tests {
         let mut s = Scanner::started(NONCE);
         let mut out = Vec::new();
         let whole = format!("{NONCE} S look-alike\nout\n{NONCE} E 3\n");
+        // (A started scanner has no start line: the look-alike is output.)
         s.feed(whole.as_bytes(), &mut |b: &[u8]| {
             out.extend_from_slice(b);
             Ok(())
         })
         .unwrap();
-        assert_eq!(out, format!("{NONCE} S look-alike\nout").as_bytes());
+        assert_eq!(out, format!("{NONCE} S look-alike\nout\n").as_bytes());
         assert_eq!(s.end_extra(), Some("3"));
         assert!(s.done() && !s.diverted());
+    }
+
+    proptest::proptest! {
+        /// Output made of the nonce's own pieces, cut anywhere, passes exactly and the end
+        /// marker is still found.
+        #[test]
+        fn output_of_near_misses_cut_anywhere_passes_exactly(
+            pieces in proptest::collection::vec(
+                proptest::sample::select(vec!["0", "01", "0123", &NONCE[..20], &NONCE[..31], " E", "\n", "x"]),
+                0..40,
+            ),
+            cuts in proptest::collection::vec(1usize..50, 1..20),
+        ) {
+            let output = pieces.concat();
+            let whole = framed(&output);
+            let (mut chunks, mut rest) = (Vec::new(), &whole[..]);
+            for cut in cuts.iter().cycle() {
+                if rest.is_empty() {
+                    break;
+                }
+                let (chunk, tail) = rest.split_at((*cut).min(rest.len()));
+                chunks.push(chunk);
+                rest = tail;
+            }
+            let (out, _, end, done) = scan(&chunks);
+            proptest::prop_assert_eq!(String::from_utf8(out).unwrap(), output);
+            proptest::prop_assert_eq!(end.as_deref(), Some("7"));
+            proptest::prop_assert!(done);
+        }
     }
 }
