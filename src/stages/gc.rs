@@ -2,9 +2,12 @@
 //! per-job volume the driver creates carries `ecr-executor.expires-at` (job timeout plus a
 //! margin); their keep-alive processes stop by then. `gc` removes what is past that time, so a
 //! runner that died before `cleanup` leaves nothing behind for long. Live jobs are never
-//! touched, and cache volumes (no expiry) are kept. Safe to run from cron or a systemd timer.
+//! touched, and cache volumes (no expiry) are kept. Then the direct-output directories
+//! (`$TMPDIR/ecr-executor-<uid>/<job>`) of jobs with no container left, untouched for an hour:
+//! run it as the runner's user with the runner's `TMPDIR`. Safe to run from cron or a systemd
+//! timer.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use bollard::query_parameters::{
     ListContainersOptions, ListNetworksOptions, ListVolumesOptions, RemoveContainerOptions,
@@ -12,9 +15,9 @@ use bollard::query_parameters::{
 };
 
 use super::Context;
-use crate::docker::{self, is_not_found};
+use crate::docker::{self, is_not_found, shell::direct};
 use crate::error::{Error, Result};
-use crate::naming::{LABEL_MANAGED, LABEL_PREFIX};
+use crate::naming::{LABEL_JOB, LABEL_MANAGED, LABEL_PREFIX};
 use crate::output;
 
 fn expired(labels: Option<&HashMap<String, String>>, now: u64) -> bool {
@@ -145,6 +148,30 @@ pub async fn run(ctx: &Context, dry_run: bool) -> Result<()> {
                 .await
         };
         report("volume", &v.name, result);
+    }
+    // Direct-output directories of jobs that have no container left.
+    let live: HashSet<&str> = containers
+        .iter()
+        .filter(|c| !expired(c.labels.as_ref(), now))
+        .filter_map(|c| c.labels.as_ref()?.get(LABEL_JOB).map(String::as_str))
+        .collect();
+    for dir in direct::abandoned(&live) {
+        let result = if dry_run {
+            Ok(())
+        } else {
+            std::fs::remove_dir_all(&dir)
+        };
+        match result {
+            Ok(()) => {
+                removed += 1;
+                output::info(format!(
+                    "{} abandoned directory {}",
+                    if dry_run { "would remove" } else { "removed" },
+                    dir.display()
+                ));
+            }
+            Err(e) => output::warn(format!("could not remove {}: {e}", dir.display())),
+        }
     }
     output::info(format!(
         "gc: {removed} expired object(s) {}",

@@ -176,6 +176,19 @@ fn gc_removes_expired_leftovers_and_keeps_live_jobs() {
     ]);
     run(create);
     docker(&["start", &format!("{dead}-build")]);
+    // Direct-output directories: one of a job with no container, untouched for two hours,
+    // and one as fresh as a prepare in progress. (The driver's TMPDIR is the live job's.)
+    let dirs = live.direct_dir().parent().unwrap().to_owned();
+    let (abandoned, fresh) = (dirs.join(&dead), dirs.join(format!("{dead}-fresh")));
+    for dir in [&abandoned, &fresh] {
+        std::fs::create_dir_all(dir).unwrap();
+    }
+    let touched = std::process::Command::new("touch")
+        .args(["-d", "2 hours ago"])
+        .arg(&abandoned)
+        .status()
+        .unwrap();
+    assert!(touched.success());
 
     let dry = live.driver(&["gc", "--dry-run"]);
     dry.assert_ok();
@@ -186,6 +199,7 @@ fn gc_removes_expired_leftovers_and_keeps_live_jobs() {
         dry.stdout()
     );
     assert_eq!(leftovers(&dead).len(), 3, "dry run removes nothing");
+    assert!(abandoned.exists(), "dry run removes nothing");
 
     let gc = live.driver(&["gc"]);
     gc.assert_ok();
@@ -198,6 +212,16 @@ fn gc_removes_expired_leftovers_and_keeps_live_jobs() {
         );
     }
     assert!(leftovers(&dead).is_empty(), "{:?}", leftovers(&dead));
+    assert!(
+        gc.stdout().contains(&format!(
+            "removed abandoned directory {}",
+            abandoned.display()
+        )),
+        "{}",
+        gc.stdout()
+    );
+    assert!(!abandoned.exists());
+    assert!(fresh.exists() && live.direct_dir().exists());
     assert_eq!(
         leftovers(&live.key()).len(),
         3,

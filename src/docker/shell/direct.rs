@@ -91,6 +91,29 @@ pub fn create_job_dir(job: &str) -> io::Result<PathBuf> {
     Ok(dir)
 }
 
+/// How old a job's directory without containers must be to count as abandoned: a prepare in
+/// progress has made its directory before its containers.
+const ABANDONED_AFTER: std::time::Duration = std::time::Duration::from_secs(60 * 60);
+
+/// Job directories whose cleanup never ran (the runner died): those of no job in `live` and
+/// untouched for an hour. For `gc`.
+pub fn abandoned(live: &std::collections::HashSet<&str>) -> Vec<PathBuf> {
+    let Ok(entries) = fs::read_dir(base_dir()) else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter(|entry| {
+            let old = entry
+                .metadata()
+                .and_then(|m| m.modified())
+                .is_ok_and(|t| t.elapsed().is_ok_and(|age| age > ABANDONED_AFTER));
+            old && !live.contains(entry.file_name().to_string_lossy().as_ref())
+        })
+        .map(|entry| entry.path())
+        .collect()
+}
+
 /// Removes job `job`'s directory; one that does not exist is fine.
 pub fn remove_job_dir(job: &str) -> io::Result<()> {
     match fs::remove_dir_all(job_dir(job)) {
