@@ -117,6 +117,7 @@ pub struct Job {
     runner_env: Vec<(String, String)>,
     config: PathBuf,
     scripts: AtomicU64,
+    private_tmpdir: bool,
 }
 
 pub struct JobBuilder {
@@ -128,6 +129,7 @@ pub struct JobBuilder {
     vars: Vec<(String, String)>,
     runner_env: Vec<(String, String)>,
     config: String,
+    private_tmpdir: bool,
 }
 
 impl JobBuilder {
@@ -207,6 +209,13 @@ impl JobBuilder {
         self
     }
 
+    /// Runs every driver process with `TMPDIR` on a tmpfs of its own mount namespace, which
+    /// the engine cannot see: a runner in a container talking to the host's engine.
+    pub fn private_tmpdir(mut self) -> Self {
+        self.private_tmpdir = true;
+        self
+    }
+
     /// A job with no image at all.
     pub fn no_image(mut self) -> Self {
         self.image = None;
@@ -277,6 +286,7 @@ impl JobBuilder {
             tmp,
             vars,
             runner_env: self.runner_env,
+            private_tmpdir: self.private_tmpdir,
             config,
             scripts: AtomicU64::new(0),
         }
@@ -293,6 +303,7 @@ impl Job {
             secret_vars: Vec::new(),
             vars: Vec::new(),
             runner_env: Vec::new(),
+            private_tmpdir: false,
             config: BASE_CONFIG.to_owned(),
         }
     }
@@ -330,12 +341,29 @@ impl Job {
     }
 
     fn command(&self, args: &[&str], tag: &str) -> (Command, PathBuf, PathBuf) {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_ecr-executor"));
+        let driver = env!("CARGO_BIN_EXE_ecr-executor");
+        let mut cmd = if self.private_tmpdir {
+            let private = self.tmp.path().join("private");
+            fs::create_dir_all(&private).unwrap();
+            let mut c = Command::new("unshare");
+            c.args(["--mount", "--propagation", "private", "--", "sh", "-c"])
+                .arg(r#"mount -t tmpfs tmpfs "$TMPDIR" && exec "$0" "$@""#)
+                .arg(driver);
+            c
+        } else {
+            Command::new(driver)
+        };
         cmd.args(args)
             .env_clear()
             .current_dir(self.tmp.path())
             .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-            .env("TMPDIR", self.tmp.path())
+            .env(
+                "TMPDIR",
+                match self.private_tmpdir {
+                    true => self.tmp.path().join("private"),
+                    false => self.tmp.path().to_owned(),
+                },
+            )
             .env("BUILD_FAILURE_EXIT_CODE", BUILD_FAILURE.to_string())
             .env("SYSTEM_FAILURE_EXIT_CODE", SYSTEM_FAILURE.to_string())
             .env("JOB_RESPONSE_FILE", self.tmp.path().join("response.json"))

@@ -88,6 +88,55 @@ fn stdout_and_stderr_stay_apart() {
 }
 
 #[test]
+fn an_engine_that_cannot_see_the_directory_gets_the_output_over_the_attach() {
+    // The driver's TMPDIR is a tmpfs in a mount namespace of its own, as for a runner in a
+    // container talking to the host's engine: the bind mount is refused, prepare drops it.
+    let job = Job::builder(BUSYBOX).private_tmpdir().build();
+    let prepared = job.prepare();
+    prepared.assert_ok();
+    assert!(
+        prepared.all().contains("the Docker engine cannot see "),
+        "{}",
+        prepared.all()
+    );
+    let out = job.run(
+        "build_script",
+        "readlink /proc/self/fd/1; [ -e /.ecr-executor ] || echo no-mount",
+    );
+    out.assert_ok();
+    assert_eq!(
+        out.stdout().lines().collect::<Vec<_>>()[1..],
+        ["no-mount"],
+        "{}",
+        out.all()
+    );
+    assert!(out.stdout().starts_with("pipe:"), "{}", out.all());
+    job.cleanup().assert_ok();
+    assert_no_leftovers(&job);
+}
+
+#[test]
+fn with_direct_output_a_background_writer_ends_after_its_stage() {
+    // Nobody reads a stage's FIFOs once it ended, so a process it left behind gets SIGPIPE
+    // on its next write; the Docker executor, whose container stops after each stage, ends
+    // such processes too. A silent one keeps running, as over the attach.
+    let job = Job::new(BUSYBOX);
+    job.prepare_ok();
+    job.run(
+        "build_script",
+        "(sleep 1; echo late; touch /tmp/wrote) &\n(sleep 1; touch /tmp/silent) &\necho first",
+    )
+    .assert_ok();
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    let out = job.run(
+        "after_script",
+        "ls /tmp/silent /tmp/wrote 2>/dev/null || true",
+    );
+    out.assert_ok();
+    assert_eq!(out.stdout(), "/tmp/silent\n");
+}
+
+#[test]
 fn a_finished_line_shows_at_once() {
     // The runner merges stdout and stderr into one log: a newline held back until the next
     // write on its stream would glue the next stderr line to this one.

@@ -174,6 +174,11 @@ async fn prepare(
             // The engine runs on this kernel but does not see the directory (a runner in a
             // container): stages run over the attach.
             Err(e) if direct_dir.is_some() && direct::engine_cannot_see(&e) => {
+                output::warn(format!(
+                    "the Docker engine cannot see {}, so job output goes through the engine; \
+                     share TMPDIR with the engine's host, or set [docker] direct_output = false",
+                    direct::job_dir(&names.job).display()
+                ));
                 let _ = direct::remove_job_dir(&names.job);
                 direct::unmount(&mut helper);
                 direct::unmount(&mut build);
