@@ -680,7 +680,7 @@ fn plot(rows: &[Row]) -> String {
     let scale = (w - left - 40.0) / 1.5;
     let mut svg = format!(
         r#"<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" font-family="sans-serif" font-size="12">
-<text x="10" y="20" font-size="14" font-weight="bold">ecr-executor ÷ the alternative, medians (shorter is better; | marks the goal)</text>
+<text x="10" y="20" font-size="14" font-weight="bold">ecr-executor ÷ the alternative, medians, engine CPU as means (shorter is better; | marks the goal)</text>
 "#
     );
     for (i, r) in rows.iter().enumerate() {

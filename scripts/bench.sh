@@ -2,7 +2,7 @@
 # The benchmark command: the same machine setup as the tests, the raw-exec floor in release,
 # then every side-by-side comparison in one run. Results go to stdout (Markdown) and
 # docs/performance.svg.
-#   scripts/bench.sh                  full run (about 10 minutes after the release build)
+#   scripts/bench.sh                  full run (about 4 minutes after the release build)
 #   BENCH_QUICK=1 scripts/bench.sh    fewer iterations
 set -euo pipefail
 cd "$(dirname "$0")/.."
