@@ -5,7 +5,7 @@
 #   ecr-executor-test/helper:latest      busybox + a stand-in `gitlab-runner-helper`
 #   ecr-executor-test/entrypoint:latest  ENTRYPOINT that records it ran, sets a variable and the
 #                                        working directory, then execs its args
-#   ecr-executor-test/bad-entrypoint:latest  ENTRYPOINT that exits at once
+#   ecr-executor-test/bad-entrypoint:latest  ENTRYPOINT that prints a line and exits at once
 set -euo pipefail
 busybox=/bin/busybox
 [ -x "$busybox" ] || busybox=/usr/bin/busybox
@@ -52,5 +52,5 @@ exec "$@"
 SH
 chmod 755 "$root/entry/entrypoint.sh"
 import ecr-executor-test/entrypoint:latest "$root/entry" 'ENTRYPOINT ["/entrypoint.sh"]'
-import ecr-executor-test/bad-entrypoint:latest "$root/base" 'ENTRYPOINT ["/bin/false"]'
+import ecr-executor-test/bad-entrypoint:latest "$root/base" 'ENTRYPOINT ["/bin/sh", "-c", "echo bad-entrypoint: this image runs no shell >&2; exit 3"]'
 echo "==> test images ready" >&2

@@ -28,7 +28,7 @@ use std::time::Duration;
 use bollard::Docker;
 use bollard::container::LogOutput;
 use bollard::exec::{CreateExecOptions, StartExecOptions};
-use bollard::models::{ContainerCreateBody, HostConfigLogConfig};
+use bollard::models::ContainerCreateBody;
 use bollard::query_parameters::AttachContainerOptions;
 use futures_util::StreamExt;
 use tokio::io::AsyncWriteExt;
@@ -98,14 +98,15 @@ impl Access {
     /// Sets up a build or helper container and returns its main command (for `sh -c`, after
     /// `prelude`). Attach: the stage shell, reading a stdin the engine keeps open, beside a
     /// watchdog that ends every process once the container's lifetime has passed (PID 1 exits
-    /// when the stage shell does; a cancel that kills the watchdog's sleep does not fire it);
-    /// no log, as job output reaches the job log through the attach and logging it would cost
-    /// the engine more than the job does. Exec: a sleep as long as the lifetime.
+    /// when the stage shell does; a cancel that kills the watchdog's sleep does not fire it),
+    /// and a log only with direct output (see [`direct::log_config`]). Exec: a sleep as long
+    /// as the lifetime.
     pub fn configure(
         self,
         body: &mut ContainerCreateBody,
         prelude: &str,
         lifetime_secs: u64,
+        direct_output: bool,
     ) -> String {
         match self {
             Access::Attach => {
@@ -113,10 +114,7 @@ impl Access {
                 body.stdin_once = Some(false);
                 body.host_config
                     .get_or_insert_with(Default::default)
-                    .log_config = Some(HostConfigLogConfig {
-                    typ: Some("none".into()),
-                    config: None,
-                });
+                    .log_config = Some(direct::log_config(direct_output));
                 format!(
                     "{prelude}(sleep {lifetime_secs} && kill -s TERM -1) </dev/null >/dev/null 2>&1 & sh; exit 0"
                 )

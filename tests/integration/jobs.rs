@@ -174,6 +174,14 @@ fn entrypoint_that_exits_fails_with_a_hint() {
         "{}",
         failed.stderr
     );
+    // Its last words, from the small log the engine keeps with direct output.
+    assert!(
+        failed
+            .stderr
+            .contains("bad-entrypoint: this image runs no shell"),
+        "{}",
+        failed.stderr
+    );
 
     let cleared = Job::builder(BAD_ENTRYPOINT)
         .payload_image(serde_json::json!({"name": BAD_ENTRYPOINT, "entrypoint": [""]}))

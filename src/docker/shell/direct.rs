@@ -21,7 +21,9 @@ use std::os::fd::AsRawFd;
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-use bollard::models::{ContainerCreateBody, Mount, MountType};
+use std::collections::HashMap;
+
+use bollard::models::{ContainerCreateBody, HostConfigLogConfig, Mount, MountType};
 use tokio::net::unix::pipe;
 
 use crate::error::Error;
@@ -134,10 +136,37 @@ pub fn mount(dir: &Path) -> Mount {
     }
 }
 
-/// Takes the mount of [`mount`] out of a container spec again.
+/// How a build or helper container logs. With direct output its own stdout and stderr carry
+/// only the stage markers and whatever the ENTRYPOINT prints, so the engine keeps a small log:
+/// the last words of an ENTRYPOINT that exits. Without, every byte of job output would be
+/// logged as well, which took the engine 4 s instead of 0.7 s for 256 MB: no log.
+pub fn log_config(direct_output: bool) -> HostConfigLogConfig {
+    if direct_output {
+        HostConfigLogConfig {
+            typ: Some("json-file".into()),
+            config: Some(HashMap::from([
+                ("max-size".to_owned(), "1m".to_owned()),
+                ("max-file".to_owned(), "1".to_owned()),
+            ])),
+        }
+    } else {
+        HostConfigLogConfig {
+            typ: Some("none".into()),
+            config: None,
+        }
+    }
+}
+
+/// Takes the mount of [`mount`] out of a container spec again, and the log that only direct
+/// output makes cheap.
 pub fn unmount(body: &mut ContainerCreateBody) {
-    if let Some(mounts) = body.host_config.as_mut().and_then(|h| h.mounts.as_mut()) {
-        mounts.retain(|m| m.target.as_deref() != Some(MOUNT_POINT));
+    if let Some(host) = body.host_config.as_mut() {
+        if let Some(mounts) = host.mounts.as_mut() {
+            mounts.retain(|m| m.target.as_deref() != Some(MOUNT_POINT));
+        }
+        if host.log_config.is_some() {
+            host.log_config = Some(log_config(false));
+        }
     }
 }
 

@@ -93,7 +93,10 @@ pub fn build(
         host_config: Some(host),
         ..Default::default()
     };
-    let main = stages.access.configure(&mut body, "", stages.lifetime_secs);
+    let main =
+        stages
+            .access
+            .configure(&mut body, "", stages.lifetime_secs, stages.direct.is_some());
     body.cmd = Some(vec!["sh".into(), "-c".into(), main]);
     body
 }
@@ -137,6 +140,7 @@ pub fn helper(
         &mut body,
         &format!("{LINK_GITLAB_RUNNER}; "),
         stages.lifetime_secs,
+        stages.direct.is_some(),
     );
     body.cmd = Some(vec![main]);
     body
