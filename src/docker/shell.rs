@@ -11,8 +11,10 @@
 //!
 //! Why not one exec per stage: an attach costs the engine a few milliseconds where an exec
 //! costs tens (the runtime has to enter the container's namespaces), and the script runs under
-//! the image's ENTRYPOINT with its environment, as with the Docker executor. The containers log
-//! nothing (log driver `none`): job output reaches the job log through the attach only.
+//! the image's ENTRYPOINT with its environment, as with the Docker executor. With an engine on
+//! this host the script's output skips the engine through two FIFOs ([`direct`]) and the
+//! attach carries only the markers; otherwise the output comes over the attach, and the
+//! containers log nothing (log driver `none`).
 //!
 //! Cancellation: the runner signals only the driver. The driver then signals, from a root
 //! exec, every process of the container except PID 1, the stage shell and its ancestors, first
@@ -158,6 +160,49 @@ fn nonce() -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// A stage's output as it may arrive: on the attach's stdout and stderr, which always carry
+/// the start lines, and on the FIFOs when the start lines say ` F` (direct output).
+struct Streams {
+    stdout: Scanner,
+    stderr: Scanner,
+    fifo_out: Scanner,
+    fifo_err: Scanner,
+}
+
+impl Streams {
+    fn new(nonce: &str) -> Streams {
+        Streams {
+            stdout: Scanner::new(nonce),
+            stderr: Scanner::new(nonce),
+            fifo_out: Scanner::started(nonce),
+            fifo_err: Scanner::started(nonce),
+        }
+    }
+
+    /// Whether every stream that carries the stage has shown its end marker.
+    fn ended(&self) -> bool {
+        self.stdout.done()
+            && self.stderr.done()
+            && (!self.stdout.diverted() || (self.fifo_out.done() && self.fifo_err.done()))
+    }
+
+    /// The stage shell's PID, from the start line.
+    fn stage_shell(&self) -> Option<u32> {
+        self.stdout.start_extra()?.split(' ').next()?.parse().ok()
+    }
+
+    /// The script's exit status (0 to 255), from the end line on stdout; -1 if unreadable.
+    fn exit_code(&self) -> i64 {
+        let end = match self.stdout.diverted() {
+            true => &self.fifo_out,
+            false => &self.stdout,
+        };
+        end.end_extra()
+            .and_then(|code| code.parse().ok())
+            .unwrap_or(-1)
+    }
+}
+
 /// Bytes read from a FIFO at a time.
 const FIFO_READ: usize = 256 * 1024;
 
@@ -277,9 +322,7 @@ pub async fn run_script(
     let pump = async {
         let (mut out, mut err) = (RawStream::stdout(), RawStream::stderr());
         let (mut to_out, mut to_err) = (|b: &[u8]| out.write_all(b), |b: &[u8]| err.write_all(b));
-        // The attach's streams, and the FIFOs' (used when the start line says ` F`).
-        let (mut stdout, mut stderr) = (Scanner::new(&nonce), Scanner::new(&nonce));
-        let (mut fifo_out, mut fifo_err) = (Scanner::started(&nonce), Scanner::started(&nonce));
+        let mut streams = Streams::new(&nonce);
         let (mut from_out, mut from_err) = match &mut fifos {
             Some(f) => (Some(&mut f.out), Some(&mut f.err)),
             None => (None, None),
@@ -289,11 +332,7 @@ pub async fn run_script(
             None => Default::default(),
         };
         let [buf_out, buf_err] = &mut buffers;
-        loop {
-            let direct = stdout.diverted();
-            if stdout.done() && stderr.done() && (!direct || (fifo_out.done() && fifo_err.done())) {
-                break;
-            }
+        while !streams.ended() {
             tokio::select! {
                 frame = output.next() => {
                     let Some(frame) = frame else {
@@ -301,44 +340,31 @@ pub async fn run_script(
                     };
                     match frame.map_err(|e| ShellError::Docker("read output of", e))? {
                         LogOutput::StdOut { message } | LogOutput::Console { message } => {
-                            stdout
-                                .feed(&message, &mut to_out)
-                                .map_err(ShellError::Output)?;
+                            streams.stdout.feed(&message, &mut to_out).map_err(ShellError::Output)?;
                             // Once, when the start line has been read; not on every frame after.
                             if stage_shell.load(Ordering::Relaxed) == 0
-                                && let Some(pid) = stdout
-                                    .start_extra()
-                                    .and_then(|extra| extra.split(' ').next()?.parse().ok())
+                                && let Some(pid) = streams.stage_shell()
                             {
                                 stage_shell.store(pid, Ordering::Relaxed);
                             }
                         }
-                        LogOutput::StdErr { message } => stderr
-                            .feed(&message, &mut to_err)
-                            .map_err(ShellError::Output)?,
+                        LogOutput::StdErr { message } => {
+                            streams.stderr.feed(&message, &mut to_err).map_err(ShellError::Output)?
+                        }
                         LogOutput::StdIn { .. } => {}
                     }
                 }
-                read = read_some(from_out.as_deref_mut(), buf_out), if !fifo_out.done() => {
+                read = read_some(from_out.as_deref_mut(), buf_out), if !streams.fifo_out.done() => {
                     let n = fifo_read(read)?;
-                    fifo_out.feed(&buf_out[..n], &mut to_out).map_err(ShellError::Output)?;
+                    streams.fifo_out.feed(&buf_out[..n], &mut to_out).map_err(ShellError::Output)?;
                 }
-                read = read_some(from_err.as_deref_mut(), buf_err), if !fifo_err.done() => {
+                read = read_some(from_err.as_deref_mut(), buf_err), if !streams.fifo_err.done() => {
                     let n = fifo_read(read)?;
-                    fifo_err.feed(&buf_err[..n], &mut to_err).map_err(ShellError::Output)?;
+                    streams.fifo_err.feed(&buf_err[..n], &mut to_err).map_err(ShellError::Output)?;
                 }
             }
         }
-        // The stage shell prints `$?`, a number from 0 to 255.
-        let end = if stdout.diverted() {
-            &fifo_out
-        } else {
-            &stdout
-        };
-        Ok(end
-            .end_extra()
-            .and_then(|code| code.parse().ok())
-            .unwrap_or(-1))
+        Ok(streams.exit_code())
     };
     let run = async {
         let (_input, code) = tokio::join!(feed, pump);
