@@ -127,10 +127,11 @@ fn with_direct_output_a_background_writer_ends_after_its_stage() {
         "(sleep 1; echo late; touch /tmp/wrote) &\n(sleep 1; touch /tmp/silent) &\necho first",
     )
     .assert_ok();
-    std::thread::sleep(std::time::Duration::from_millis(1500));
+    // Both wake after a second; give the writer half a second more once the silent one did.
     let out = job.run(
         "after_script",
-        "ls /tmp/silent /tmp/wrote 2>/dev/null || true",
+        "i=0; while [ ! -e /tmp/silent ] && [ $i -lt 50 ]; do sleep 0.1; i=$((i+1)); done\n\
+         sleep 0.5; ls /tmp/silent /tmp/wrote 2>/dev/null || true",
     );
     out.assert_ok();
     assert_eq!(out.stdout(), "/tmp/silent\n");
