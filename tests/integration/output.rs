@@ -19,7 +19,18 @@ fn on_both_paths() -> [Job; 2] {
 #[test]
 fn direct_output_bypasses_the_engine_unless_turned_off() {
     let [direct, attach] = on_both_paths();
-    for (job, expected) in [(&direct, "/.ecr-executor/"), (&attach, "pipe:")] {
+    // Any user of the container can write the FIFOs.
+    let nobody = Job::builder(BUSYBOX)
+        .payload_image(serde_json::json!({
+            "name": BUSYBOX,
+            "executor_opts": {"docker": {"user": "nobody"}}
+        }))
+        .build();
+    for (job, expected) in [
+        (&direct, "/.ecr-executor/"),
+        (&nobody, "/.ecr-executor/"),
+        (&attach, "pipe:"),
+    ] {
         job.prepare_ok();
         let out = job.run(
             "build_script",
