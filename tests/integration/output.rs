@@ -91,10 +91,16 @@ fn two_hundred_megabytes(job: &Job) {
 fn stdout_and_stderr_stay_apart() {
     for job in on_both_paths() {
         job.prepare_ok();
-        let out = job.run("build_script", "echo to-out\necho to-err >&2");
+        // Also by path, as tools with a `--log-file` option do (`>` opens with O_CREAT and
+        // O_TRUNC).
+        let out = job.run(
+            "build_script",
+            "echo to-out\necho to-err >&2\necho path-out > /dev/stdout\n\
+             echo path-err > /dev/stderr",
+        );
         out.assert_ok();
-        assert_eq!(out.stdout(), "to-out\n");
-        assert_eq!(out.stderr, "to-err\n");
+        assert_eq!(out.stdout(), "to-out\npath-out\n");
+        assert_eq!(out.stderr, "to-err\npath-err\n");
     }
 }
 
