@@ -155,7 +155,11 @@ pub async fn run(ctx: &Context, dry_run: bool) -> Result<()> {
         .filter(|c| !expired(c.labels.as_ref(), now))
         .filter_map(|c| c.labels.as_ref()?.get(LABEL_JOB).map(String::as_str))
         .collect();
-    for dir in direct::abandoned(&live) {
+    let abandoned = direct::abandoned(&live).unwrap_or_else(|e| {
+        output::warn(format!("could not look for abandoned job directories: {e}"));
+        Vec::new()
+    });
+    for dir in abandoned {
         let result = if dry_run {
             Ok(())
         } else {

@@ -7,21 +7,22 @@
 //! the host) and bind-mounts it read-only at [`MOUNT_POINT`] into the build and helper
 //! containers. For each stage the driver makes two FIFOs there named after the stage's nonce
 //! ([`Fifos`]) and reads them; the stage shell points the script's stdout and stderr at them
-//! when it can open them, and says so on its start marker line (`F`). When it cannot (an
-//! engine in a VM that shares the path but not the kernel, SELinux labels), the stage runs
-//! over the attach as before. Cleanup removes the directory.
+//! when it can open them, and says so on its start marker line (`F`). When it cannot (SELinux
+//! labels, a directory gone), the stage runs over the attach as before. Engines elsewhere
+//! (remote, in a VM) are ruled out in prepare ([`possible`]), and one that cannot see the
+//! directory refuses the mount ([`engine_cannot_see`]). Cleanup removes the directory, `gc`
+//! those of runners that died ([`abandoned`]).
 //!
 //! A FIFO is a pipe to the job, as the attach's pipes are: no tty, output byte for byte. One
 //! difference, shared with the Docker executor (whose container stops after each stage): a
 //! background process that writes after its stage ended gets SIGPIPE, since nobody reads.
 
+use std::collections::HashMap;
 use std::fs::{self, DirBuilder};
 use std::io;
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-
-use std::collections::HashMap;
 
 use bollard::models::{ContainerCreateBody, HostConfigLogConfig, Mount, MountType};
 use tokio::net::unix::pipe;
@@ -72,19 +73,8 @@ fn base_dir() -> PathBuf {
 pub fn create_job_dir(job: &str) -> io::Result<PathBuf> {
     let base = base_dir();
     match DirBuilder::new().mode(0o700).create(&base) {
-        Ok(()) => {}
-        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
-            let meta = fs::symlink_metadata(&base)?;
-            // SAFETY: geteuid cannot fail.
-            let ours = meta.uid() == unsafe { libc::geteuid() };
-            if !meta.is_dir() || !ours || meta.mode() & 0o077 != 0 {
-                return Err(io::Error::new(
-                    io::ErrorKind::PermissionDenied,
-                    format!("{} is not a directory private to this user", base.display()),
-                ));
-            }
-        }
-        Err(e) => return Err(e),
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => check_private(&base)?,
+        result => result?,
     }
     let dir = base.join(job);
     remove_job_dir(job)?;
@@ -93,17 +83,42 @@ pub fn create_job_dir(job: &str) -> io::Result<PathBuf> {
     Ok(dir)
 }
 
+/// The parent of the job directories, if it exists and is this user's alone: never follow a
+/// path in the shared temp dir that someone else made (a symlink to a directory of ours
+/// would have `gc` empty it).
+fn private_base() -> io::Result<Option<PathBuf>> {
+    let base = base_dir();
+    match check_private(&base) {
+        Ok(()) => Ok(Some(base)),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+fn check_private(base: &Path) -> io::Result<()> {
+    let meta = fs::symlink_metadata(base)?;
+    // SAFETY: geteuid cannot fail.
+    let ours = meta.uid() == unsafe { libc::geteuid() };
+    if !meta.is_dir() || !ours || meta.mode() & 0o077 != 0 {
+        return Err(io::Error::new(
+            io::ErrorKind::PermissionDenied,
+            format!("{} is not a directory private to this user", base.display()),
+        ));
+    }
+    Ok(())
+}
+
 /// How old a job's directory without containers must be to count as abandoned: a prepare in
 /// progress has made its directory before its containers.
 const ABANDONED_AFTER: std::time::Duration = std::time::Duration::from_secs(60 * 60);
 
 /// Job directories whose cleanup never ran (the runner died): those of no job in `live` and
 /// untouched for an hour. For `gc`.
-pub fn abandoned(live: &std::collections::HashSet<&str>) -> Vec<PathBuf> {
-    let Ok(entries) = fs::read_dir(base_dir()) else {
-        return Vec::new();
+pub fn abandoned(live: &std::collections::HashSet<&str>) -> io::Result<Vec<PathBuf>> {
+    let Some(base) = private_base()? else {
+        return Ok(Vec::new());
     };
-    entries
+    Ok(fs::read_dir(base)?
         .flatten()
         .filter(|entry| {
             let old = entry
@@ -113,12 +128,15 @@ pub fn abandoned(live: &std::collections::HashSet<&str>) -> Vec<PathBuf> {
             old && !live.contains(entry.file_name().to_string_lossy().as_ref())
         })
         .map(|entry| entry.path())
-        .collect()
+        .collect())
 }
 
 /// Removes job `job`'s directory; one that does not exist is fine.
 pub fn remove_job_dir(job: &str) -> io::Result<()> {
-    match fs::remove_dir_all(job_dir(job)) {
+    let Some(base) = private_base()? else {
+        return Ok(());
+    };
+    match fs::remove_dir_all(base.join(job)) {
         Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
         _ => Ok(()),
     }
@@ -283,6 +301,25 @@ mod tests {
             500,
             "bind source path does not exist"
         )));
+    }
+
+    #[test]
+    fn only_a_directory_of_ours_with_mode_0700_is_private() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("d");
+        DirBuilder::new().mode(0o700).create(&dir).unwrap();
+        check_private(&dir).unwrap();
+        // A symlink to it (someone else's name in the shared temp dir) is not.
+        let link = tmp.path().join("link");
+        std::os::unix::fs::symlink(&dir, &link).unwrap();
+        assert_eq!(
+            check_private(&link).unwrap_err().kind(),
+            io::ErrorKind::PermissionDenied
+        );
+        fs::set_permissions(&dir, fs::Permissions::from_mode(0o755)).unwrap();
+        assert!(check_private(&dir).is_err());
+        let missing = check_private(&tmp.path().join("missing")).unwrap_err();
+        assert_eq!(missing.kind(), io::ErrorKind::NotFound);
     }
 
     #[test]
