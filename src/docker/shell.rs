@@ -64,6 +64,8 @@ for d in /proc/[0-9]*; do
 done
 true"#;
 
+/// How long a stage may wait for the stage shell before the job log says why it might.
+const START_NOTICE: Duration = Duration::from_secs(60);
 /// How long processes get after SIGTERM before SIGKILL on cancel.
 const TERM_GRACE: Duration = Duration::from_secs(3);
 /// How long to wait for output to end after SIGKILL.
@@ -332,8 +334,21 @@ pub async fn run_script(
             None => Default::default(),
         };
         let [buf_out, buf_err] = &mut buffers;
+        let notice = tokio::time::sleep(START_NOTICE);
+        tokio::pin!(notice);
+        let mut noticed = false;
         while !streams.ended() {
             tokio::select! {
+                () = &mut notice, if !noticed && streams.stage_shell().is_none() => {
+                    noticed = true;
+                    crate::output::warn(format!(
+                        "the stage has not started after {} s: the container's shell has not \
+                         read it. If the image's ENTRYPOINT does not run the command it is \
+                         given, set `image: entrypoint: [\"\"]` in .gitlab-ci.yml; it may \
+                         also still be starting, or an earlier stage still running",
+                        START_NOTICE.as_secs()
+                    ));
+                }
                 frame = output.next() => {
                     let Some(frame) = frame else {
                         return Err(ShellError::Ended);

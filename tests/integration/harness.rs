@@ -534,6 +534,19 @@ impl Running {
         }
     }
 
+    pub fn stderr_so_far(&self) -> String {
+        fs::read_to_string(&self.stderr).unwrap_or_default()
+    }
+
+    /// Waits (at most `limit`) until stderr so far contains `text`.
+    pub fn wait_for_stderr(&self, text: &str, limit: Duration) {
+        let start = Instant::now();
+        while !self.stderr_so_far().contains(text) {
+            assert!(start.elapsed() < limit, "{text:?} never appeared on stderr");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
     /// Sends `signal` to the process group, as the runner does.
     pub fn signal_group(&self, signal: i32) {
         let pid = self.child.id() as i32;

@@ -191,6 +191,31 @@ fn entrypoint_that_exits_fails_with_a_hint() {
 }
 
 #[test]
+fn a_stage_that_never_starts_says_why_after_a_minute() {
+    // An ENTRYPOINT that ignores its command and keeps running: nothing reads the stage.
+    let job = Job::builder(BUSYBOX)
+        .payload_image(serde_json::json!({
+            "name": BUSYBOX,
+            "entrypoint": ["sh", "-c", "sleep 3600"]
+        }))
+        .build();
+    job.prepare_ok();
+    let running = job.spawn_run("build_script", "echo never");
+    running.wait_for_stderr(
+        r#"set `image: entrypoint: [""]`"#,
+        std::time::Duration::from_secs(90),
+    );
+    assert!(running.stdout_so_far().is_empty());
+    // The runner cancels it in the end; the driver stops within seconds.
+    running.signal_group(libc::SIGTERM);
+    running
+        .wait(std::time::Duration::from_secs(15))
+        .assert_code(SYSTEM_FAILURE);
+    job.cleanup().assert_ok();
+    assert_no_leftovers(&job);
+}
+
+#[test]
 fn unknown_stage_runs_in_the_build_container_with_a_warning() {
     let job = Job::new(BUSYBOX);
     job.prepare_ok();
