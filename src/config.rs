@@ -146,6 +146,22 @@ pub struct ContainerSettings {
     /// Extra groups for the build container's user.
     pub group_add: Vec<String>,
     pub device_cgroup_rules: Vec<String>,
+    /// GPUs for the build container, as the Docker CLI's `--gpus` (see [`GpuRequest`]).
+    #[serde(deserialize_with = "units::gpus")]
+    pub gpus: Option<GpuRequest>,
+}
+
+/// GPUs to request from the engine, parsed from the Docker CLI's `--gpus` syntax: `all`, a
+/// count, or comma-separated `count=`, `device=`, `driver=` and `capabilities=` fields, a
+/// list value in double quotes (`"device=0,1",capabilities=compute`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct GpuRequest {
+    /// -1: all.
+    pub count: Option<i64>,
+    pub device_ids: Vec<String>,
+    pub driver: Option<String>,
+    /// Default `["gpu"]`.
+    pub capabilities: Vec<String>,
 }
 
 /// One `ulimit` entry.
@@ -180,6 +196,9 @@ pub struct ServiceSettings {
     pub devices: Vec<String>,
     /// Most services one job may start (the Docker executor's `services_limit`). None: any.
     pub limit: Option<usize>,
+    /// GPUs for every service container (the Docker executor's `service_gpus`).
+    #[serde(deserialize_with = "units::gpus")]
+    pub gpus: Option<GpuRequest>,
 }
 
 /// `[docker]`: how to reach the engine.
@@ -282,6 +301,84 @@ mod units {
                 }
             })
             .collect()
+    }
+
+    /// `gpus`: see [`super::GpuRequest`].
+    pub fn parse_gpus(text: &str) -> Result<super::GpuRequest, String> {
+        let mut request = super::GpuRequest::default();
+        let list = |v: &str| -> Vec<String> {
+            v.split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(str::to_owned)
+                .collect()
+        };
+        for field in split_quoted(text)? {
+            let (key, value) = field.split_once('=').unwrap_or(("count", &field));
+            match key.trim() {
+                "count" => {
+                    let count = match value.trim() {
+                        "all" => -1,
+                        n => n.parse().ok().filter(|n| *n > 0).ok_or_else(|| {
+                            format!("gpus: count {n:?} is neither \"all\" nor a number above 0")
+                        })?,
+                    };
+                    request.count = Some(count);
+                }
+                "device" => request.device_ids = list(value),
+                "driver" => request.driver = Some(value.trim().to_owned()),
+                "capabilities" => request.capabilities = list(value),
+                other => {
+                    return Err(format!(
+                        "gpus: unknown field {other:?} (count, device, driver, capabilities)"
+                    ));
+                }
+            }
+        }
+        if request.count.is_some() && !request.device_ids.is_empty() {
+            return Err("gpus: set either a count or devices, not both".into());
+        }
+        if request.count.is_none() && request.device_ids.is_empty() {
+            return Err(format!(
+                "gpus: {text:?} asks for no GPU (give a count, \"all\" or devices)"
+            ));
+        }
+        if request.capabilities.is_empty() {
+            request.capabilities = vec!["gpu".into()];
+        }
+        Ok(request)
+    }
+
+    /// Splits at commas outside double quotes, as a CSV field list; the quotes go.
+    fn split_quoted(text: &str) -> Result<Vec<String>, String> {
+        let (mut fields, mut field, mut quoted) = (Vec::new(), String::new(), false);
+        for c in text.chars() {
+            match c {
+                '"' => quoted = !quoted,
+                ',' if !quoted => fields.push(std::mem::take(&mut field)),
+                c => field.push(c),
+            }
+        }
+        if quoted {
+            return Err(format!("gpus: unbalanced quote in {text:?}"));
+        }
+        fields.push(field);
+        Ok(fields
+            .into_iter()
+            .filter(|f| !f.trim().is_empty())
+            .collect())
+    }
+
+    pub fn gpus<'de, D: Deserializer<'de>>(d: D) -> Result<Option<super::GpuRequest>, D::Error> {
+        match Value::deserialize(d)? {
+            Value::Text(t) => parse_gpus(&t).map(Some).map_err(D::Error::custom),
+            Value::Int(n) => parse_gpus(&n.to_string())
+                .map(Some)
+                .map_err(D::Error::custom),
+            Value::Float(_) => Err(D::Error::custom(
+                "gpus: expected \"all\", a count or fields",
+            )),
+        }
     }
 
     /// CPUs as nano-CPUs: `1.5` or `"1.5"`.
@@ -499,6 +596,45 @@ impl Config {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn gpus_parse_like_the_docker_cli() {
+        let gpu = |count, devices: &[&str], driver: Option<&str>, caps: &[&str]| GpuRequest {
+            count,
+            device_ids: devices.iter().map(|d| d.to_string()).collect(),
+            driver: driver.map(str::to_owned),
+            capabilities: caps.iter().map(|c| c.to_string()).collect(),
+        };
+        let parse = |t: &str| units::parse_gpus(t);
+        assert_eq!(parse("all"), Ok(gpu(Some(-1), &[], None, &["gpu"])));
+        assert_eq!(parse("2"), Ok(gpu(Some(2), &[], None, &["gpu"])));
+        assert_eq!(
+            parse(r#""device=0,GPU-3a23c669",driver=nvidia,"capabilities=compute,utility""#),
+            Ok(gpu(
+                None,
+                &["0", "GPU-3a23c669"],
+                Some("nvidia"),
+                &["compute", "utility"]
+            ))
+        );
+        for bad in [
+            "",
+            "0",
+            "-1",
+            "some",
+            "count=all,device=0",
+            "driver=nvidia",
+            "colour=green,all",
+            "\"device=0",
+        ] {
+            assert!(parse(bad).is_err(), "{bad:?} parsed");
+        }
+        let c = Config::parse("gpus = \"all\"\n[services]\ngpus = 1").unwrap();
+        assert_eq!(c.container.gpus.unwrap().count, Some(-1));
+        assert_eq!(c.services.gpus.unwrap().count, Some(1));
+        let err = Config::parse("gpus = \"device=0,count=2\"").unwrap_err();
+        assert!(err.to_string().contains("gpus"), "{err}");
+    }
 
     #[test]
     fn defaults_without_a_file() {

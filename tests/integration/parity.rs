@@ -376,3 +376,40 @@ devices = ["/dev/null:/dev/mynull"]"#,
     job.cleanup().assert_ok();
     assert_no_leftovers(&job);
 }
+
+#[test]
+fn gpus_reach_the_build_container_and_services_not_the_helper() {
+    // This machine has no GPU: the engine refuses to start a container that asks for one,
+    // which shows that the request reached it. On a GPU host prepare would succeed; either
+    // way inspect shows what was asked.
+    let requested = |container: &str| inspect(container, "{{json .HostConfig.DeviceRequests}}");
+    let check = |out: &Output| {
+        if out.code != Some(0) {
+            out.assert_code(SYSTEM_FAILURE);
+            assert!(out.all().contains("device driver"), "{}", out.all());
+        }
+    };
+    let build = Job::builder(BUSYBOX)
+        .config(r#"gpus = '"device=0,1",driver=nvidia,"capabilities=compute,utility"' "#)
+        .build();
+    check(&build.prepare());
+    assert_eq!(
+        requested(&build.build_container()),
+        r#"[{"Driver":"nvidia","Count":0,"DeviceIDs":["0","1"],"Capabilities":[["compute","utility"]],"Options":null}]"#
+    );
+    assert_eq!(requested(&format!("{}-helper", build.key())), "null");
+    build.cleanup().assert_ok();
+    assert_no_leftovers(&build);
+
+    let service = Job::builder(BUSYBOX)
+        .services(silent_service("sleep 600"))
+        .config("[services]\ngpus = \"all\"")
+        .build();
+    check(&service.prepare());
+    assert_eq!(
+        requested(&format!("{}-svc0", service.key())),
+        r#"[{"Driver":"","Count":-1,"DeviceIDs":null,"Capabilities":[["gpu"]],"Options":null}]"#
+    );
+    service.cleanup().assert_ok();
+    assert_no_leftovers(&service);
+}

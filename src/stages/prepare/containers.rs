@@ -15,14 +15,14 @@ use std::path::Path;
 
 use bollard::Docker;
 use bollard::models::{
-    ContainerCreateBody, DeviceMapping, EndpointSettings, HostConfig, Mount, MountType,
-    NetworkingConfig, ResourcesUlimits,
+    ContainerCreateBody, DeviceMapping, DeviceRequest, EndpointSettings, HostConfig, Mount,
+    MountType, NetworkingConfig, ResourcesUlimits,
 };
 use bollard::query_parameters::{CreateContainerOptions, LogsOptions};
 use futures_util::StreamExt;
 
 use super::plan::{Plan, ServicePlan};
-use crate::config::{Config, ContainerSettings};
+use crate::config::{Config, ContainerSettings, GpuRequest};
 use crate::docker::shell::{Access, direct};
 use crate::error::{Error, Result};
 use crate::naming::Names;
@@ -85,6 +85,7 @@ pub fn build(
     host.ipc_mode = c.ipcmode.clone();
     host.group_add = non_empty(&c.group_add);
     host.device_cgroup_rules = non_empty(&c.device_cgroup_rules);
+    host.device_requests = c.gpus.as_ref().map(gpus);
     let mut body = ContainerCreateBody {
         image: Some(image_id),
         user: plan.user.clone(),
@@ -167,6 +168,7 @@ pub fn service(
         cgroup_parent: s.cgroup_parent.clone(),
         security_opt: non_empty(&s.security_opt),
         devices: devices(&s.devices),
+        device_requests: s.gpus.as_ref().map(gpus),
         ..dns_settings(&config.container)
     };
     ContainerCreateBody {
@@ -237,6 +239,17 @@ fn device(spec: &str) -> DeviceMapping {
         path_in_container: Some(container),
         cgroup_permissions: Some(parts.next().unwrap_or("rwm").to_owned()),
     }
+}
+
+/// The engine's device request for `gpus` (what `docker run --gpus` sends).
+fn gpus(request: &GpuRequest) -> Vec<DeviceRequest> {
+    vec![DeviceRequest {
+        driver: Some(request.driver.clone().unwrap_or_default()),
+        count: request.count,
+        device_ids: (!request.device_ids.is_empty()).then(|| request.device_ids.clone()),
+        capabilities: Some(vec![request.capabilities.clone()]),
+        options: None,
+    }]
 }
 
 fn non_empty(v: &[String]) -> Option<Vec<String>> {
