@@ -379,6 +379,11 @@ pub async fn run_script(
                 }
             }
         }
+        if !streams.stdout.diverted()
+            && let Some(fifos) = &fifos
+        {
+            fifos.not_opened();
+        }
         Ok(streams.exit_code())
     };
     let run = async {

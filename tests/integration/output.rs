@@ -133,6 +133,33 @@ fn an_engine_that_cannot_see_the_directory_gets_the_output_over_the_attach() {
 }
 
 #[test]
+fn fifos_the_container_cannot_open_mean_the_attach_and_one_warning() {
+    // As SELinux labels would: the job's user cannot reach the directory.
+    let job = Job::builder(BUSYBOX)
+        .payload_image(serde_json::json!({
+            "name": BUSYBOX,
+            "executor_opts": {"docker": {"user": "nobody"}}
+        }))
+        .build();
+    job.prepare_ok();
+    let dir = job.direct_dir();
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)).unwrap();
+    for (stage, warned) in [("build_script", true), ("after_script", false)] {
+        let out = job.run(stage, "echo still-here");
+        out.assert_ok();
+        assert_eq!(out.stdout(), "still-here\n");
+        assert_eq!(
+            out.stderr.contains("cannot open the FIFOs"),
+            warned,
+            "{stage}: {}",
+            out.stderr
+        );
+    }
+    job.cleanup().assert_ok();
+    assert_no_leftovers(&job);
+}
+
+#[test]
 fn with_direct_output_a_background_writer_ends_after_its_stage() {
     // Nobody reads a stage's FIFOs once it ended, so a process it left behind gets SIGPIPE
     // on its next write; the Docker executor, whose container stops after each stage, ends

@@ -32,6 +32,9 @@ use crate::error::Error;
 /// Where the job's directory appears in its containers.
 pub const MOUNT_POINT: &str = "/.ecr-executor";
 
+/// The file in a job's directory that says the job was told its FIFOs could not be opened.
+const NOT_OPENED: &str = "fifos-not-opened";
+
 /// Pipe buffer asked for each FIFO: fewer wake-ups than the default 64 KiB for big outputs
 /// (the unprivileged limit is 1 MiB).
 const PIPE_SIZE: libc::c_int = 1 << 20;
@@ -235,6 +238,27 @@ impl Fifos {
         }
         let (err, out) = (fifos.pop().unwrap(), fifos.pop().unwrap());
         Ok(Fifos { paths, out, err })
+    }
+
+    /// Says once per job, in the job log, that the stage shell could not open the FIFOs (the
+    /// stage ran over the attach): with direct output on, the containers log what passes
+    /// their own stdout, so a chatty job now costs the engine that too. A file beside the
+    /// FIFOs remembers it was said; cleanup removes it with the directory.
+    pub fn not_opened(&self) {
+        let Some(dir) = self.paths[0].parent() else {
+            return;
+        };
+        let said = fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(dir.join(NOT_OPENED));
+        if said.is_ok() {
+            crate::output::warn(format!(
+                "this job's containers cannot open the FIFOs in {MOUNT_POINT} (SELinux labels, \
+                 or a user without access?), so its output goes through the Docker engine; \
+                 the runner's operator can set [docker] direct_output = false"
+            ));
+        }
     }
 
     /// The FIFOs' paths as the container sees them, relative to [`MOUNT_POINT`].
