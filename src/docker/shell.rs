@@ -205,30 +205,6 @@ impl Streams {
     }
 }
 
-/// Bytes read from a FIFO at a time.
-const FIFO_READ: usize = 256 * 1024;
-
-/// Reads what a FIFO has; waits forever without one.
-async fn read_some(
-    fifo: Option<&mut tokio::net::unix::pipe::Receiver>,
-    buf: &mut [u8],
-) -> std::io::Result<usize> {
-    match fifo {
-        Some(fifo) => tokio::io::AsyncReadExt::read(fifo, buf).await,
-        None => std::future::pending().await,
-    }
-}
-
-/// A FIFO read: the driver holds a write end, so end-of-file cannot happen; if it did, waiting
-/// on would spin.
-fn fifo_read(read: std::io::Result<usize>) -> Result<usize, ShellError> {
-    match read {
-        Ok(0) => Err(ShellError::Fifo(std::io::ErrorKind::UnexpectedEof.into())),
-        Ok(n) => Ok(n),
-        Err(e) => Err(ShellError::Fifo(e)),
-    }
-}
-
 /// How a stage ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {
@@ -329,17 +305,12 @@ pub async fn run_script(
             Some(f) => (Some(&mut f.out), Some(&mut f.err)),
             None => (None, None),
         };
-        let mut buffers = match from_out {
-            Some(_) => [vec![0; FIFO_READ], vec![0; FIFO_READ]],
-            None => Default::default(),
-        };
-        let [buf_out, buf_err] = &mut buffers;
         let notice = tokio::time::sleep(START_NOTICE);
         tokio::pin!(notice);
         let mut noticed = false;
         while !streams.ended() {
             tokio::select! {
-                () = &mut notice, if !noticed && streams.stage_shell().is_none() => {
+                () = &mut notice, if !noticed && stage_shell.load(Ordering::Relaxed) == 0 => {
                     noticed = true;
                     crate::output::warn(format!(
                         "the stage has not started after {} s: the container's shell has not \
@@ -369,13 +340,13 @@ pub async fn run_script(
                         LogOutput::StdIn { .. } => {}
                     }
                 }
-                read = read_some(from_out.as_deref_mut(), buf_out), if !streams.fifo_out.done() => {
-                    let n = fifo_read(read)?;
-                    streams.fifo_out.feed(&buf_out[..n], &mut to_out).map_err(ShellError::Output)?;
+                read = direct::read(from_out.as_deref_mut()), if !streams.fifo_out.done() => {
+                    let bytes = read.map_err(ShellError::Fifo)?;
+                    streams.fifo_out.feed(bytes, &mut to_out).map_err(ShellError::Output)?;
                 }
-                read = read_some(from_err.as_deref_mut(), buf_err), if !streams.fifo_err.done() => {
-                    let n = fifo_read(read)?;
-                    streams.fifo_err.feed(&buf_err[..n], &mut to_err).map_err(ShellError::Output)?;
+                read = direct::read(from_err.as_deref_mut()), if !streams.fifo_err.done() => {
+                    let bytes = read.map_err(ShellError::Fifo)?;
+                    streams.fifo_err.feed(bytes, &mut to_err).map_err(ShellError::Output)?;
                 }
             }
         }

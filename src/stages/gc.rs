@@ -83,20 +83,17 @@ pub async fn run(ctx: &Context, dry_run: bool) -> Result<()> {
         .unwrap_or_default();
 
     let mut removed = 0;
-    let mut report =
-        |kind: &str, name: &str, result: std::result::Result<(), bollard::errors::Error>| {
-            match result {
-                Ok(()) => {
-                    removed += 1;
-                    output::info(format!(
-                        "{} expired {kind} {name}",
-                        if dry_run { "would remove" } else { "removed" }
-                    ));
-                }
-                Err(e) if is_not_found(&e) => {}
-                Err(e) => output::warn(format!("could not remove expired {kind} {name}: {e}")),
-            }
-        };
+    let mut report = |what: &str, name: &str, result: std::result::Result<(), String>| match result
+    {
+        Ok(()) => {
+            removed += 1;
+            output::info(format!(
+                "{} {what} {name}",
+                if dry_run { "would remove" } else { "removed" }
+            ));
+        }
+        Err(e) => output::warn(format!("could not remove {what} {name}: {e}")),
+    };
     // Containers first: networks and volumes are in use until their containers are gone.
     // Those in another container's network namespace (build containers, in their helper's)
     // before the rest: Podman refuses to remove a container others depend on.
@@ -128,7 +125,9 @@ pub async fn run(ctx: &Context, dry_run: bool) -> Result<()> {
             };
             docker.remove_container(id, Some(options)).await
         };
-        report("container", name, result);
+        if let Some(result) = by_engine(result) {
+            report("expired container", name, result);
+        }
     }
     for n in networks.iter().filter(|n| expired(n.labels.as_ref(), now)) {
         let name = n.name.as_deref().unwrap_or("?");
@@ -137,7 +136,9 @@ pub async fn run(ctx: &Context, dry_run: bool) -> Result<()> {
         } else {
             docker.remove_network(name).await
         };
-        report("network", name, result);
+        if let Some(result) = by_engine(result) {
+            report("expired network", name, result);
+        }
     }
     for v in volumes.iter().filter(|v| expired(Some(&v.labels), now)) {
         let result = if dry_run {
@@ -147,7 +148,9 @@ pub async fn run(ctx: &Context, dry_run: bool) -> Result<()> {
                 .remove_volume(&v.name, None::<RemoveVolumeOptions>)
                 .await
         };
-        report("volume", &v.name, result);
+        if let Some(result) = by_engine(result) {
+            report("expired volume", &v.name, result);
+        }
     }
     // Direct-output directories of jobs that have no container left.
     let live: HashSet<&str> = containers
@@ -165,23 +168,29 @@ pub async fn run(ctx: &Context, dry_run: bool) -> Result<()> {
         } else {
             std::fs::remove_dir_all(&dir)
         };
-        match result {
-            Ok(()) => {
-                removed += 1;
-                output::info(format!(
-                    "{} abandoned directory {}",
-                    if dry_run { "would remove" } else { "removed" },
-                    dir.display()
-                ));
-            }
-            Err(e) => output::warn(format!("could not remove {}: {e}", dir.display())),
-        }
+        let name = dir.display().to_string();
+        report(
+            "abandoned directory",
+            &name,
+            result.map_err(|e| e.to_string()),
+        );
     }
     output::info(format!(
         "gc: {removed} expired object(s) {}",
         if dry_run { "found" } else { "removed" }
     ));
     Ok(())
+}
+
+/// A removal by the engine, for `report`; none when the object was gone already (404:
+/// something else removed it), which is not worth a line.
+fn by_engine(
+    result: std::result::Result<(), bollard::errors::Error>,
+) -> Option<std::result::Result<(), String>> {
+    match result {
+        Err(e) if is_not_found(&e) => None,
+        result => Some(result.map_err(|e| e.to_string())),
+    }
 }
 
 #[cfg(test)]

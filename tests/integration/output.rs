@@ -16,16 +16,21 @@ fn on_both_paths() -> [Job; 2] {
     ]
 }
 
-#[test]
-fn direct_output_bypasses_the_engine_unless_turned_off() {
-    let [direct, attach] = on_both_paths();
-    // Any user of the container can write the FIFOs.
-    let nobody = Job::builder(BUSYBOX)
+/// A job whose build container runs as `nobody` (the job's `image: docker: user`).
+fn as_nobody() -> Job {
+    Job::builder(BUSYBOX)
         .payload_image(serde_json::json!({
             "name": BUSYBOX,
             "executor_opts": {"docker": {"user": "nobody"}}
         }))
-        .build();
+        .build()
+}
+
+#[test]
+fn direct_output_bypasses_the_engine_unless_turned_off() {
+    let [direct, attach] = on_both_paths();
+    // Any user of the container can write the FIFOs.
+    let nobody = as_nobody();
     for (job, expected) in [
         (&direct, "/.ecr-executor/"),
         (&nobody, "/.ecr-executor/"),
@@ -135,12 +140,7 @@ fn an_engine_that_cannot_see_the_directory_gets_the_output_over_the_attach() {
 #[test]
 fn fifos_the_container_cannot_open_mean_the_attach_and_one_warning() {
     // As SELinux labels would: the job's user cannot reach the directory.
-    let job = Job::builder(BUSYBOX)
-        .payload_image(serde_json::json!({
-            "name": BUSYBOX,
-            "executor_opts": {"docker": {"user": "nobody"}}
-        }))
-        .build();
+    let job = as_nobody();
     job.prepare_ok();
     let dir = job.direct_dir();
     std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)).unwrap();

@@ -35,6 +35,9 @@ pub const MOUNT_POINT: &str = "/.ecr-executor";
 /// The file in a job's directory that says the job was told its FIFOs could not be opened.
 const NOT_OPENED: &str = "fifos-not-opened";
 
+/// Bytes read from a FIFO at a time.
+const READ_SIZE: usize = 256 * 1024;
+
 /// Pipe buffer asked for each FIFO: fewer wake-ups than the default 64 KiB for big outputs
 /// (the unprivileged limit is 1 MiB).
 const PIPE_SIZE: libc::c_int = 1 << 20;
@@ -204,40 +207,22 @@ pub fn engine_cannot_see(e: &Error) -> bool {
     )
 }
 
-/// One stage's two FIFOs (stdout, stderr) in the job's directory, open for reading. The
-/// driver holds them open for writing too, so a read never sees end-of-file and the stage
-/// shell never waits to open them; the end marker tells when the stage is over. Removed on
-/// drop.
+/// One stage's two FIFOs (stdout, stderr) in the job's directory, open for reading.
 pub struct Fifos {
-    paths: [PathBuf; 2],
-    pub out: pipe::Receiver,
-    pub err: pipe::Receiver,
+    dir: PathBuf,
+    pub out: Fifo,
+    pub err: Fifo,
 }
 
 impl Fifos {
     pub fn open(dir: &Path, nonce: &str) -> io::Result<Fifos> {
-        let paths = [1, 2].map(|fd| dir.join(format!("{nonce}.{fd}")));
-        let mut fifos = Vec::with_capacity(2);
-        let result = (|| {
-            for path in &paths {
-                make_fifo(path)?;
-                let receiver = pipe::OpenOptions::new()
-                    .read_write(true)
-                    .open_receiver(path)?;
-                // SAFETY: fcntl on a descriptor we own; a refusal leaves the default size.
-                unsafe { libc::fcntl(receiver.as_raw_fd(), libc::F_SETPIPE_SZ, PIPE_SIZE) };
-                fifos.push(receiver);
-            }
-            Ok(())
-        })();
-        if let Err(e) = result {
-            for path in &paths {
-                let _ = fs::remove_file(path);
-            }
-            return Err(e);
-        }
-        let (err, out) = (fifos.pop().unwrap(), fifos.pop().unwrap());
-        Ok(Fifos { paths, out, err })
+        let [out, err] = [1, 2].map(|fd| dir.join(format!("{nonce}.{fd}")));
+        Ok(Fifos {
+            dir: dir.to_owned(),
+            out: Fifo::open(out)?,
+            // Should this fail, `out` is dropped and removed.
+            err: Fifo::open(err)?,
+        })
     }
 
     /// Says once per job, in the job log, that the stage shell could not open the FIFOs (the
@@ -245,13 +230,10 @@ impl Fifos {
     /// their own stdout, so a chatty job now costs the engine that too. A file beside the
     /// FIFOs remembers it was said; cleanup removes it with the directory.
     pub fn not_opened(&self) {
-        let Some(dir) = self.paths[0].parent() else {
-            return;
-        };
         let said = fs::OpenOptions::new()
             .write(true)
             .create_new(true)
-            .open(dir.join(NOT_OPENED));
+            .open(self.dir.join(NOT_OPENED));
         if said.is_ok() {
             crate::output::warn(format!(
                 "this job's containers cannot open the FIFOs in {MOUNT_POINT} (SELinux labels, \
@@ -267,11 +249,58 @@ impl Fifos {
     }
 }
 
-impl Drop for Fifos {
-    fn drop(&mut self) {
-        for path in &self.paths {
-            let _ = fs::remove_file(path);
+/// One FIFO, open for reading. The driver holds it open for writing too, so a read never sees
+/// end-of-file and the stage shell never waits to open it; the end marker tells when the
+/// stage is over. Removed on drop.
+pub struct Fifo {
+    path: PathBuf,
+    receiver: pipe::Receiver,
+    buf: Vec<u8>,
+}
+
+impl Fifo {
+    fn open(path: PathBuf) -> io::Result<Fifo> {
+        make_fifo(&path)?;
+        let receiver = match pipe::OpenOptions::new()
+            .read_write(true)
+            .open_receiver(&path)
+        {
+            Ok(receiver) => receiver,
+            Err(e) => {
+                let _ = fs::remove_file(&path);
+                return Err(e);
+            }
+        };
+        // SAFETY: fcntl on a descriptor we own; a refusal leaves the default size.
+        unsafe { libc::fcntl(receiver.as_raw_fd(), libc::F_SETPIPE_SZ, PIPE_SIZE) };
+        Ok(Fifo {
+            path,
+            receiver,
+            buf: vec![0; READ_SIZE],
+        })
+    }
+
+    /// The next bytes written to it (cancel-safe). End-of-file cannot happen while the driver
+    /// holds a write end; should it, it is an error rather than a loop that spins.
+    pub async fn read(&mut self) -> io::Result<&[u8]> {
+        match tokio::io::AsyncReadExt::read(&mut self.receiver, &mut self.buf).await? {
+            0 => Err(io::ErrorKind::UnexpectedEof.into()),
+            n => Ok(&self.buf[..n]),
         }
+    }
+}
+
+impl Drop for Fifo {
+    fn drop(&mut self) {
+        let _ = fs::remove_file(&self.path);
+    }
+}
+
+/// The next bytes of `fifo`; without one, never (a select branch that stays quiet).
+pub async fn read(fifo: Option<&mut Fifo>) -> io::Result<&[u8]> {
+    match fifo {
+        Some(fifo) => fifo.read().await,
+        None => std::future::pending().await,
     }
 }
 

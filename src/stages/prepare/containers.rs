@@ -272,7 +272,7 @@ pub async fn create_and_start(
     docker: &Docker,
     name: &str,
     platform: Option<&str>,
-    body: ContainerCreateBody,
+    body: &ContainerCreateBody,
 ) -> Result<()> {
     create(docker, name, platform, body).await?;
     start(docker, name).await
@@ -283,7 +283,7 @@ pub async fn create(
     docker: &Docker,
     name: &str,
     platform: Option<&str>,
-    body: ContainerCreateBody,
+    body: &ContainerCreateBody,
 ) -> Result<()> {
     let options = CreateContainerOptions {
         name: Some(name.to_owned()),
@@ -303,7 +303,7 @@ pub async fn create(
                 crate::output::warn(format!("could not remove conflicting {failure}"));
             }
             docker
-                .create_container(Some(options), body)
+                .create_container(Some(options), body.clone())
                 .await
                 .map_err(|e| Error::docker("create container", name, e))?;
         }

@@ -170,7 +170,7 @@ async fn prepare(
     let build_and_helper = async {
         // The build container joins the helper's network namespace, so it is created once
         // the helper exists and started once that one runs.
-        match containers::create(docker, &names.helper, None, helper.clone()).await {
+        match containers::create(docker, &names.helper, None, &helper).await {
             // The engine runs on this kernel but does not see the directory (a runner in a
             // container): stages run over the attach.
             Err(e) if direct_dir.is_some() && direct::engine_cannot_see(&e) => {
@@ -182,13 +182,13 @@ async fn prepare(
                 let _ = direct::remove_job_dir(&names.job);
                 direct::unmount(&mut helper);
                 direct::unmount(&mut build);
-                containers::create(docker, &names.helper, None, helper).await?;
+                containers::create(docker, &names.helper, None, &helper).await?;
             }
             created => created?,
         }
         let (started, created) = tokio::join!(
             containers::start(docker, &names.helper),
-            containers::create(docker, &names.build, platform, build),
+            containers::create(docker, &names.build, platform, &build),
         );
         started?;
         created?;

@@ -54,7 +54,7 @@ pub async fn start<'p, F: TokenFetcher>(
             let container = names.service(i);
             let body =
                 containers::service(config, names, service, image.id.unwrap_or_default(), labels);
-            containers::create_and_start(docker, &container, None, body).await?;
+            containers::create_and_start(docker, &container, None, &body).await?;
             output::info(format!(
                 "Started service {} as {container} (aliases: {})",
                 service.name,
