@@ -3,6 +3,9 @@
 //! writes `docs/performance.svg`. Run with `scripts/bench.sh` (which builds the release binary,
 //! the raw-exec floor and the test images first).
 
+// Measurement tooling, not the product: a failed unwrap aborts the run.
+#![allow(clippy::unwrap_used, unreachable_pub)]
+
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
@@ -33,8 +36,9 @@ fn run(cmd: &mut Command) -> Sample {
     let child = cmd.process_group(0).spawn().expect("spawn");
     let pid = child.id() as i32;
     let mut status = 0;
-    // SAFETY: waiting on our own child with valid out-pointers.
+    // SAFETY: an all-zero rusage is a valid value of that plain C struct.
     let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: waiting on our own child with valid out-pointers.
     let r = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
     assert_eq!(r, pid);
     std::mem::forget(child);
@@ -74,8 +78,7 @@ fn raw_exec(raw: &Path, container: &str, script: &Path) -> Command {
 /// CPU time used so far by the engine's processes: dockerd, containerd and the
 /// containerd-shims (with the `runc` children they waited for).
 fn engine_cpu() -> Duration {
-    // SAFETY: sysconf has no preconditions.
-    let tick = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    let tick = rustix::param::clock_ticks_per_second() as f64;
     let mut ticks = 0u64;
     for entry in fs::read_dir("/proc").unwrap().flatten() {
         let path = entry.path();

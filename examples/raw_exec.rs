@@ -2,6 +2,9 @@
 //! container and copies its output (create exec, start attached, inspect). Used by the
 //! benchmark as the "raw API exec" side. Usage: raw_exec CONTAINER < script
 
+// Measurement tooling, not the product: a failed unwrap aborts the run.
+#![allow(clippy::unwrap_used)]
+
 use std::io::{Read, Write};
 
 use bollard::Docker;

@@ -7,7 +7,6 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
 use crate::error::{Error, Failure, Result};
@@ -87,16 +86,30 @@ pub fn main(cli: Cli) -> ExitCode {
     let is_exec = matches!(cli.command, Command::Exec { .. });
     let result = dispatch(cli, env.clone());
     match result {
+        Ok(()) if is_exec => {
+            output::info("Job succeeded");
+            ExitCode::SUCCESS
+        }
         Ok(()) => ExitCode::SUCCESS,
         // The runner ignores cleanup's exit code; a failed cleanup is a warning in its log.
         Err(e) if is_cleanup => {
             output::warn(format!("cleanup: {e}"));
             ExitCode::SUCCESS
         }
-        Err(Error::ScriptFailed { code, .. }) if is_exec => {
-            ExitCode::from(u8::try_from(code).unwrap_or(u8::MAX))
+        // `exec` ends as a job does: one line saying how, and the build script's own code.
+        Err(e) if is_exec => {
+            output::error(format!("Job failed: {e}"));
+            match e {
+                Error::ScriptFailed { code, .. } => {
+                    ExitCode::from(u8::try_from(code).unwrap_or(u8::MAX))
+                }
+                e => exit_code(&e, &env),
+            }
         }
-        Err(e) => exit_with(&e, &env),
+        Err(e) => {
+            report(&e);
+            exit_code(&e, &env)
+        }
     }
 }
 
@@ -123,7 +136,7 @@ fn dispatch(cli: Cli, env: Env) -> Result<()> {
             Command::Gc { dry_run } => stages::gc::run(&Context { env, config }, dry_run).await,
             Command::Auth {
                 command: AuthCommand::Check { target },
-            } => crate::auth::check::run(&Context { env, config }, target.as_deref()).await,
+            } => stages::auth_check::run(&Context { env, config }, target.as_deref()).await,
             Command::Exec {
                 image,
                 after_script,
@@ -134,40 +147,32 @@ fn dispatch(cli: Cli, env: Env) -> Result<()> {
                     script,
                     after_script,
                 };
-                exec(config, &env, &job, &cancel).await
+                stages::exec::run(config, &env, &job, &cancel).await
             }
         }
     })
 }
 
-async fn exec(config: Config, env: &Env, job: &ExecJob, cancel: &CancellationToken) -> Result<()> {
-    let result = stages::exec::run(config, env, job, cancel).await;
-    match &result {
-        Ok(()) => output::info("Job succeeded"),
-        Err(e) => output::error(format!("Job failed: {e}")),
+/// Prints an error once, on stderr, where the runner puts it in the job log. A failing
+/// script speaks for itself: the runner prints its exit code.
+fn report(error: &Error) {
+    if error.script_exit_code().is_none() {
+        output::error(error);
     }
-    result
 }
 
-/// Reports an error the way GitLab Runner expects and picks the exit code: the build-failure
-/// code (with the script's own code in `BUILD_EXIT_CODE_FILE`) or the system-failure code.
-fn exit_with(error: &Error, env: &Env) -> ExitCode {
+/// Picks the exit code GitLab Runner expects for an error: the build-failure code (with the
+/// script's own code in `BUILD_EXIT_CODE_FILE`) or the system-failure code.
+fn exit_code(error: &Error, env: &Env) -> ExitCode {
     let codes = env.exit_codes();
     match error.failure() {
         Failure::Build => {
             if let Some(path) = &env.build_exit_code_file {
                 record_build_exit_code(path, error.script_exit_code());
             }
-            // A failing script speaks for itself; the runner prints its exit code.
-            if error.script_exit_code().is_none() {
-                output::error(error);
-            }
             ExitCode::from(codes.build_failure)
         }
-        Failure::System => {
-            output::error(error);
-            ExitCode::from(codes.system_failure)
-        }
+        Failure::System => ExitCode::from(codes.system_failure),
     }
 }
 
@@ -224,12 +229,12 @@ mod tests {
             stage: "build_script".into(),
             code: 7,
         };
-        assert_eq!(exit_with(&script, &env), ExitCode::from(33));
+        assert_eq!(exit_code(&script, &env), ExitCode::from(33));
         assert_eq!(std::fs::read_to_string(&file).unwrap(), "7\n");
         let system = Error::Cancelled {
             what: "prepare".into(),
         };
-        assert_eq!(exit_with(&system, &env), ExitCode::from(34));
+        assert_eq!(exit_code(&system, &env), ExitCode::from(34));
     }
 
     #[test]

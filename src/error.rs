@@ -9,11 +9,11 @@
 
 use std::path::PathBuf;
 
-use crate::job::PullPolicy;
+use crate::pull_policy::PullPolicy;
 
 /// Whether GitLab Runner should treat an error as the job's failure or the runner's.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Failure {
+pub(crate) enum Failure {
     /// The job's own doing: exit with `BUILD_FAILURE_EXIT_CODE`.
     Build,
     /// The driver or its environment failed: exit with `SYSTEM_FAILURE_EXIT_CODE`.
@@ -22,7 +22,7 @@ pub enum Failure {
 
 /// Everything that can go wrong in the driver. Messages say what failed, on what, and what to do.
 #[derive(Debug, thiserror::Error)]
-pub enum Error {
+pub(crate) enum Error {
     #[error("cannot read the driver config {path}: {source}")]
     ConfigRead {
         path: PathBuf,
@@ -143,6 +143,13 @@ pub enum Error {
         state: String,
     },
 
+    #[error(
+        "stage {stage} ended in container {container} without an exit status the driver could \
+         read (its end marker was damaged); the script's result is unknown, so the runner may \
+         retry the job"
+    )]
+    NoExitStatus { container: String, stage: String },
+
     #[error("cannot read the stage script {path}: {source}")]
     ScriptRead {
         path: PathBuf,
@@ -219,7 +226,7 @@ pub enum Error {
 
 impl Error {
     /// The one place that classifies errors. Exhaustive on purpose: a new variant must decide.
-    pub fn failure(&self) -> Failure {
+    pub(crate) fn failure(&self) -> Failure {
         match self {
             Error::ScriptFailed { .. }
             | Error::NoImage
@@ -259,6 +266,7 @@ impl Error {
             | Error::ImageNotPresent { .. }
             | Error::ContainerGone { .. }
             | Error::ContainerStopped { .. }
+            | Error::NoExitStatus { .. }
             | Error::ScriptRead { .. }
             | Error::Cancelled { .. }
             | Error::Io { .. } => Failure::System,
@@ -266,7 +274,7 @@ impl Error {
     }
 
     /// The user script's own exit status, for `BUILD_EXIT_CODE_FILE`.
-    pub fn script_exit_code(&self) -> Option<i32> {
+    pub(crate) fn script_exit_code(&self) -> Option<i32> {
         match self {
             Error::ScriptFailed { code, .. } => Some(*code),
             _ => None,
@@ -310,7 +318,7 @@ impl Error {
     }
 }
 
-pub type Result<T, E = Error> = std::result::Result<T, E>;
+pub(crate) type Result<T, E = Error> = std::result::Result<T, E>;
 
 #[cfg(test)]
 mod tests {

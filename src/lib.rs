@@ -1,27 +1,39 @@
 //! `ecr-executor` runs GitLab CI jobs in Docker through a custom executor and authenticates
 //! to Amazon ECR itself, so registry credentials never reach the job.
 //!
-//! Layout (see `docs/architecture.md`):
-//! - [`cli`]: argument parsing and the one place that turns an outcome into an exit code;
-//! - [`job`]: everything GitLab Runner hands the driver, parsed once into types;
-//! - [`config`]: the driver's own TOML configuration;
-//! - [`naming`]: container, volume and network names and labels derived from job identity;
-//! - [`docker`]: the bollard client and the Docker operations the stages share;
-//! - [`stages`]: one file per custom-executor stage, plus the local `exec` sequence;
-//! - [`error`]: the typed error and the build-versus-system decision.
+//! The library exists for the binary: only [`cli`] is public. Its layers, from the edge down
+//! (each module imports only from the ones below it; `docs/architecture.md` draws the graph,
+//! and a test keeps it that way):
+//! - [`cli`]: arguments, reading the environment and the config once, the exit code;
+//! - `stages`: one file per custom-executor stage, plus `exec`, `gc` and `auth check`;
+//! - `docker`: the bollard client, container state, pulls, removal, and running stage
+//!   scripts (over an attach or an exec, output direct or through the engine);
+//! - `auth`: registry credentials: ECR tokens (runner or job identity, the token cache) and
+//!   `DOCKER_AUTH_CONFIG`;
+//! - `config`: the driver's TOML, parsed into types once; `jobdir`: the job's host directory;
+//! - `naming`: names and labels derived from the job's identity;
+//! - `job`: what GitLab Runner hands the driver, parsed once into types;
+//! - `error`: the one error type and the build-versus-system decision;
+//! - leaves: `reference` (image references, registry hosts, ECR hostnames), `policy`
+//!   (allow-lists), `pull_policy`, `output`, `signals`, `util` (clock, hex).
 
-pub mod auth;
+mod auth;
 pub mod cli;
-pub mod config;
-pub mod docker;
-pub mod error;
-pub mod image_ref;
-pub mod job;
-pub mod naming;
-pub mod output;
-pub mod policy;
-pub mod signals;
-pub mod stages;
+mod config;
+mod docker;
+mod error;
+mod job;
+mod jobdir;
+mod naming;
+mod output;
+mod policy;
+mod pull_policy;
+mod reference;
+mod signals;
+mod stages;
+mod util;
 
+#[cfg(test)]
+mod architecture_tests;
 #[cfg(test)]
 mod robustness_tests;

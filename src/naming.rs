@@ -2,25 +2,25 @@
 //! so that `cleanup` (and a `prepare` clearing leftovers) can find them with no saved state.
 
 use std::collections::HashMap;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use crate::job::JobIdentity;
 
 /// Prefix of every label key the driver sets.
-pub const LABEL_PREFIX: &str = "ecr-executor.";
+pub(crate) const LABEL_PREFIX: &str = "ecr-executor.";
 /// Label carried by every per-job resource; its value is [`Names::job`]. Cleanup filters on it.
-pub const LABEL_JOB: &str = "ecr-executor.job";
+pub(crate) const LABEL_JOB: &str = "ecr-executor.job";
 /// Marks every resource the driver manages.
-pub const LABEL_MANAGED: &str = "ecr-executor.managed";
+pub(crate) const LABEL_MANAGED: &str = "ecr-executor.managed";
 
 /// Extra lifetime beyond the job timeout before a container counts as abandoned.
-pub const LIFETIME_MARGIN: Duration = Duration::from_secs(15 * 60);
+pub(crate) const LIFETIME_MARGIN: Duration = Duration::from_secs(15 * 60);
 /// Job timeout assumed when the runner does not pass `CI_JOB_TIMEOUT` (the runner's default).
-pub const DEFAULT_JOB_TIMEOUT: Duration = Duration::from_secs(2 * 60 * 60);
+pub(crate) const DEFAULT_JOB_TIMEOUT: Duration = Duration::from_secs(2 * 60 * 60);
 
 /// What a resource is for; the value of the `ecr-executor.role` label.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Role {
+pub(crate) enum Role {
     Build,
     Helper,
     BuildsVolume,
@@ -44,7 +44,7 @@ impl Role {
 
 /// Deterministic names for one job.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Names {
+pub(crate) struct Names {
     /// `ecr-executor-<runner>-p<project>-c<concurrent>-j<job>`: prefix of all per-job names,
     /// and the value of the [`LABEL_JOB`] label.
     pub job: String,
@@ -59,7 +59,7 @@ pub struct Names {
 }
 
 impl Names {
-    pub fn new(id: &JobIdentity) -> Names {
+    pub(crate) fn new(id: &JobIdentity) -> Names {
         let slot = format!(
             "ecr-executor-{}-p{}-c{}",
             id.runner_token, id.project_id, id.concurrent_id
@@ -78,12 +78,12 @@ impl Names {
     }
 
     /// Container name of the job's `index`-th service.
-    pub fn service(&self, index: usize) -> String {
+    pub(crate) fn service(&self, index: usize) -> String {
         format!("{}-svc{index}", self.job)
     }
 
     /// Labels for a per-job resource.
-    pub fn labels(
+    pub(crate) fn labels(
         &self,
         id: &JobIdentity,
         role: Role,
@@ -98,7 +98,7 @@ impl Names {
     }
 
     /// Labels for the cache volume, which outlives the job and so carries no job label.
-    pub fn cache_labels(&self, id: &JobIdentity) -> HashMap<String, String> {
+    pub(crate) fn cache_labels(&self, id: &JobIdentity) -> HashMap<String, String> {
         self.slot_labels(id, Role::CacheVolume)
     }
 
@@ -120,16 +120,14 @@ fn label(name: &str) -> String {
 
 /// When a job's resources were created and when they count as abandoned (unix seconds).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Lifetime {
+pub(crate) struct Lifetime {
     pub created: u64,
     pub expires: u64,
 }
 
 impl Lifetime {
-    pub fn starting_now(job_timeout: Option<Duration>) -> Lifetime {
-        let created = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs());
+    pub(crate) fn starting_now(job_timeout: Option<Duration>) -> Lifetime {
+        let created = crate::util::unix_now();
         let span = job_timeout.unwrap_or(DEFAULT_JOB_TIMEOUT) + LIFETIME_MARGIN;
         Lifetime {
             created,
@@ -138,7 +136,7 @@ impl Lifetime {
     }
 
     /// Seconds the keep-alive process of a container should live.
-    pub fn keep_alive_secs(&self) -> u64 {
+    pub(crate) fn keep_alive_secs(&self) -> u64 {
         self.expires.saturating_sub(self.created)
     }
 }

@@ -3,46 +3,49 @@
 //! lines: progress on stdout, warnings and errors on stderr (both reach the job log in
 //! `prepare` and `run`; in `cleanup` they reach the runner's log).
 
-use std::fs::File;
-use std::io::{self, Write};
-use std::mem::ManuallyDrop;
-use std::os::fd::FromRawFd;
+use std::io;
+use std::os::fd::BorrowedFd;
 
 /// One of the process's standard streams, written without buffering.
-pub struct RawStream(ManuallyDrop<File>);
+#[derive(Clone, Copy)]
+pub(crate) struct RawStream(BorrowedFd<'static>);
 
 impl RawStream {
-    pub fn stdout() -> RawStream {
-        // SAFETY: fd 1 stays open for the life of the process; ManuallyDrop never closes it.
-        RawStream(ManuallyDrop::new(unsafe { File::from_raw_fd(1) }))
+    pub(crate) fn stdout() -> RawStream {
+        RawStream(rustix::stdio::stdout())
     }
 
-    pub fn stderr() -> RawStream {
-        // SAFETY: as above, for fd 2.
-        RawStream(ManuallyDrop::new(unsafe { File::from_raw_fd(2) }))
+    pub(crate) fn stderr() -> RawStream {
+        RawStream(rustix::stdio::stderr())
     }
 
     /// Writes all of `bytes`. A closed reader (EPIPE) is not an error worth failing a job
     /// for; the bytes are dropped, as the runner drops output past its log limit.
-    pub fn write_all(&mut self, bytes: &[u8]) -> io::Result<()> {
-        match self.0.write_all(bytes) {
-            Err(e) if e.kind() == io::ErrorKind::BrokenPipe => Ok(()),
-            other => other,
+    pub(crate) fn write_all(&mut self, mut bytes: &[u8]) -> io::Result<()> {
+        while !bytes.is_empty() {
+            match rustix::io::write(self.0, bytes) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => bytes = &bytes[n..],
+                Err(rustix::io::Errno::INTR) => {}
+                Err(rustix::io::Errno::PIPE) => return Ok(()),
+                Err(e) => return Err(e.into()),
+            }
         }
+        Ok(())
     }
 }
 
 /// A progress line for the job log.
-pub fn info(message: impl std::fmt::Display) {
+pub(crate) fn info(message: impl std::fmt::Display) {
     let _ = RawStream::stdout().write_all(format!("{message}\n").as_bytes());
 }
 
 /// A warning line for the job log.
-pub fn warn(message: impl std::fmt::Display) {
+pub(crate) fn warn(message: impl std::fmt::Display) {
     let _ = RawStream::stderr().write_all(format!("WARNING: {message}\n").as_bytes());
 }
 
 /// An error line for the job log.
-pub fn error(message: impl std::fmt::Display) {
+pub(crate) fn error(message: impl std::fmt::Display) {
     let _ = RawStream::stderr().write_all(format!("ERROR: {message}\n").as_bytes());
 }

@@ -1,46 +1,67 @@
-//! The operator's allow-lists, checked against the job payload (never against `CUSTOM_ENV_*`,
-//! which job YAML can override). Patterns are doublestar globs as in the Docker executor
-//! (`*` stays within one path segment, `**` crosses them); a leading `!` excludes.
-//! An empty list allows everything.
+//! The operator's allow-lists, compiled once when the config loads and checked against the
+//! job payload (never against `CUSTOM_ENV_*`, which job YAML can override). Patterns are
+//! doublestar globs as in the Docker executor (`*` stays within one path segment, `**`
+//! crosses them); a leading `!` excludes (an extension of this driver). An empty list allows
+//! everything. A leaf: it names nothing else of the crate.
 
-use globset::{Glob, GlobMatcher};
+use globset::{GlobBuilder, GlobMatcher};
+use serde::Deserialize;
 
-/// A compiled allow-list.
-#[derive(Debug, Clone, Default)]
-pub struct AllowList {
+/// A compiled allow-list, with the patterns as written (for messages).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(try_from = "Vec<String>")]
+pub(crate) struct AllowList {
+    patterns: Vec<String>,
     allow: Vec<GlobMatcher>,
     deny: Vec<GlobMatcher>,
 }
 
-impl AllowList {
-    /// Compiles `patterns`; an invalid pattern is reported with the setting's name.
-    pub fn new(setting: &str, patterns: &[String]) -> Result<AllowList, String> {
+impl TryFrom<Vec<String>> for AllowList {
+    type Error = String;
+
+    /// Compiles `patterns`; an invalid pattern is an error naming it.
+    fn try_from(patterns: Vec<String>) -> Result<AllowList, String> {
         let mut list = AllowList::default();
-        for pattern in patterns {
+        for pattern in &patterns {
             let (negated, glob) = match pattern.strip_prefix('!') {
                 Some(rest) => (true, rest),
                 None => (false, pattern.as_str()),
             };
-            let matcher = globset::GlobBuilder::new(glob)
+            let matcher = GlobBuilder::new(glob)
                 .literal_separator(true)
                 .build()
-                .map(|g: Glob| g.compile_matcher())
-                .map_err(|e| format!("`{setting}`: invalid pattern {pattern:?}: {e}"))?;
+                .map(|g| g.compile_matcher())
+                .map_err(|e| format!("invalid pattern {pattern:?}: {e}"))?;
             if negated {
                 list.deny.push(matcher);
             } else {
                 list.allow.push(matcher);
             }
         }
+        list.patterns = patterns;
         Ok(list)
     }
+}
 
-    pub fn is_empty(&self) -> bool {
-        self.allow.is_empty() && self.deny.is_empty()
+/// Two lists are the same when their patterns are.
+impl PartialEq for AllowList {
+    fn eq(&self, other: &AllowList) -> bool {
+        self.patterns == other.patterns
+    }
+}
+
+impl AllowList {
+    pub(crate) fn is_empty(&self) -> bool {
+        self.patterns.is_empty()
+    }
+
+    /// The patterns as the operator wrote them.
+    pub(crate) fn patterns(&self) -> &[String] {
+        &self.patterns
     }
 
     /// Whether any of `names` (spellings of one image) is allowed.
-    pub fn allows(&self, names: &[&str]) -> bool {
+    pub(crate) fn allows(&self, names: &[&str]) -> bool {
         if names
             .iter()
             .any(|n| self.deny.iter().any(|d| d.is_match(n)))
@@ -59,11 +80,7 @@ mod tests {
     use super::*;
 
     fn list(p: &[&str]) -> AllowList {
-        AllowList::new(
-            "allowed_images",
-            &p.iter().map(|s| s.to_string()).collect::<Vec<_>>(),
-        )
-        .unwrap()
+        AllowList::try_from(p.iter().map(|s| s.to_string()).collect::<Vec<_>>()).unwrap()
     }
 
     #[test]
@@ -81,8 +98,8 @@ mod tests {
     }
 
     #[test]
-    fn bad_patterns_name_the_setting() {
-        let err = AllowList::new("allowed_services", &["a[".to_owned()]).unwrap_err();
-        assert!(err.contains("allowed_services"), "{err}");
+    fn bad_patterns_are_named() {
+        let err = AllowList::try_from(vec!["a[".to_owned()]).unwrap_err();
+        assert!(err.contains("a["), "{err}");
     }
 }

@@ -10,12 +10,13 @@ use proptest::prelude::*;
 
 use crate::auth::cache::{CacheKey, DiskCache};
 use crate::auth::docker_config::DockerAuthConfig;
-use crate::auth::registry::{EcrHost, hostname, parse_ecr_host, registry_key};
 use crate::config::Config;
 use crate::error::{Error, Failure};
-use crate::image_ref::ImageRef;
 use crate::job::payload::ServiceSpec;
 use crate::job::{Env, JobPayload};
+use crate::reference::ImageRef;
+use crate::reference::ecr::{EcrHost, parse_ecr_host};
+use crate::reference::host::{hostname, registry_key};
 use crate::stages::Context;
 use crate::stages::prepare::Plan;
 
@@ -117,7 +118,7 @@ proptest! {
         // Plant the bytes where the entry would be.
         let now = 1_000_000;
         let token = crate::auth::cache::CachedToken {
-            login: crate::auth::Login { username: "AWS".into(), password: "p".to_owned().into(), server: "h".into() },
+            login: crate::auth::login::Login { username: "AWS".into(), password: "p".to_owned().into(), server: "h".into() },
             requested_at: now,
             expires_at: now + 43_200,
         };

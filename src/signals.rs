@@ -7,7 +7,7 @@ use tokio_util::sync::CancellationToken;
 
 /// Starts listening for SIGTERM and SIGINT; the token is cancelled on the first of them.
 /// Must be called inside the Tokio runtime.
-pub fn cancel_on_signals() -> std::io::Result<CancellationToken> {
+pub(crate) fn cancel_on_signals() -> std::io::Result<CancellationToken> {
     let token = CancellationToken::new();
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;

@@ -21,15 +21,16 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use super::Login;
+use super::login::Login;
+use crate::util::hex;
 
 /// An entry is never used when it expires within this many seconds.
-pub const MIN_REMAINING: u64 = 5 * 60;
+pub(crate) const MIN_REMAINING: u64 = 5 * 60;
 const VERSION: u32 = 1;
 
 /// What an entry is for. `fingerprint` identifies the runner identity without revealing it.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct CacheKey {
+pub(crate) struct CacheKey {
     pub partition: String,
     pub region: String,
     pub registry_id: String,
@@ -49,20 +50,16 @@ impl CacheKey {
     }
 }
 
-pub(crate) fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
 /// A token with its validity window (unix seconds).
 #[derive(Debug, Clone)]
-pub struct CachedToken {
+pub(crate) struct CachedToken {
     pub login: Login,
     pub requested_at: u64,
     pub expires_at: u64,
 }
 
 /// Whether a token requested at `requested_at` and expiring at `expires_at` may be used `now`.
-pub fn is_fresh(requested_at: u64, expires_at: u64, now: u64) -> bool {
+pub(crate) fn is_fresh(requested_at: u64, expires_at: u64, now: u64) -> bool {
     let half_life = requested_at + expires_at.saturating_sub(requested_at) / 2;
     now < half_life && now + MIN_REMAINING < expires_at
 }
@@ -81,12 +78,12 @@ struct Entry<P> {
     expires_at: u64,
 }
 
-pub struct DiskCache {
+pub(crate) struct DiskCache {
     dir: PathBuf,
 }
 
 /// Holds a key's lock until dropped.
-pub struct KeyLock(File);
+pub(crate) struct KeyLock(File);
 
 impl Drop for KeyLock {
     fn drop(&mut self) {
@@ -97,11 +94,10 @@ impl Drop for KeyLock {
 impl DiskCache {
     /// Opens (creating, mode 0700) the cache directory. Refuses a directory owned by another
     /// user, and tightens its mode when others could read it.
-    pub fn open(dir: &Path) -> io::Result<DiskCache> {
+    pub(crate) fn open(dir: &Path) -> io::Result<DiskCache> {
         DirBuilder::new().recursive(true).mode(0o700).create(dir)?;
         let meta = fs::metadata(dir)?;
-        // SAFETY: geteuid has no preconditions.
-        let uid = unsafe { libc::geteuid() };
+        let uid = rustix::process::geteuid().as_raw();
         if meta.uid() != uid {
             return Err(io::Error::new(
                 io::ErrorKind::PermissionDenied,
@@ -125,7 +121,7 @@ impl DiskCache {
     }
 
     /// The key's token if it is fresh. A stale or unreadable entry is deleted.
-    pub fn read_fresh(&self, key: &CacheKey, now: u64) -> Option<CachedToken> {
+    pub(crate) fn read_fresh(&self, key: &CacheKey, now: u64) -> Option<CachedToken> {
         let path = self.entry_path(key);
         let bytes = fs::read(&path).ok()?;
         let entry: Option<Entry<SecretString>> = serde_json::from_slice(&bytes).ok();
@@ -154,7 +150,7 @@ impl DiskCache {
     }
 
     /// Takes the key's exclusive lock, waiting for another process that holds it.
-    pub async fn lock(&self, key: &CacheKey) -> io::Result<KeyLock> {
+    pub(crate) async fn lock(&self, key: &CacheKey) -> io::Result<KeyLock> {
         let path = self.dir.join(format!("{}.lock", key.stem()));
         tokio::task::spawn_blocking(move || {
             let file = OpenOptions::new()
@@ -172,7 +168,7 @@ impl DiskCache {
 
     /// Stores a token atomically, then purges expired entries. Tokens that would not be
     /// fresh (already past half-life) are not stored.
-    pub fn store(&self, key: &CacheKey, token: &CachedToken, now: u64) -> io::Result<()> {
+    pub(crate) fn store(&self, key: &CacheKey, token: &CachedToken, now: u64) -> io::Result<()> {
         if !is_fresh(token.requested_at, token.expires_at, now) {
             return Ok(());
         }
@@ -202,7 +198,7 @@ impl DiskCache {
     }
 
     /// Deletes entries that have expired or cannot be read, and abandoned temp files.
-    pub fn purge_expired(&self, now: u64) {
+    pub(crate) fn purge_expired(&self, now: u64) {
         let Ok(dir) = fs::read_dir(&self.dir) else {
             return;
         };

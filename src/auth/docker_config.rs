@@ -10,10 +10,10 @@ use base64::Engine;
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 
-use super::Login;
-use super::registry::registry_key;
-use crate::image_ref::ImageRef;
+use super::login::Login;
 use crate::job::payload::Credential;
+use crate::reference::ImageRef;
+use crate::reference::host::registry_key;
 
 /// Hostnames Docker treats as Docker Hub.
 const DOCKER_HUB_ALIASES: &[&str] = &["index.docker.io", "registry-1.docker.io", "docker.io"];
@@ -33,13 +33,13 @@ struct Entry {
 
 /// Parsed `auths` entries, keyed by normalised `host[/path]`.
 #[derive(Debug, Default)]
-pub struct DockerAuthConfig {
+pub(crate) struct DockerAuthConfig {
     entries: Vec<(String, Login)>,
 }
 
 impl DockerAuthConfig {
     /// Parses the JSON. Errors never include the value's content.
-    pub fn parse(text: &str) -> Result<DockerAuthConfig, String> {
+    pub(crate) fn parse(text: &str) -> Result<DockerAuthConfig, String> {
         let file: ConfigFile = serde_json::from_str(text).map_err(|e| {
             format!(
                 "not valid Docker config JSON (line {}, column {})",
@@ -68,7 +68,7 @@ impl DockerAuthConfig {
 
     /// The registry logins of the job payload's `credentials[]` (the GitLab container
     /// registry with the job token), as the Docker executor uses them.
-    pub fn from_credentials(credentials: &[Credential]) -> DockerAuthConfig {
+    pub(crate) fn from_credentials(credentials: &[Credential]) -> DockerAuthConfig {
         let entries = credentials
             .iter()
             .filter(|c| c.kind == "registry" && !c.url.trim().is_empty())
@@ -85,7 +85,7 @@ impl DockerAuthConfig {
     }
 
     /// The login for an image: the entry whose key is the longest prefix of `host/path`.
-    pub fn find(&self, image: &ImageRef) -> Option<&Login> {
+    pub(crate) fn find(&self, image: &ImageRef) -> Option<&Login> {
         let host = normalise_key(image.registry_host());
         let full = format!("{host}/{}", image.repository);
         self.entries

@@ -17,12 +17,25 @@ use aws_sdk_ecr::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use base64::Engine;
 use secrecy::{ExposeSecret, SecretString};
 
-use super::{EcrTarget, Identity, Login, TokenFetcher};
+use std::future::Future;
+
+use super::login::Login;
+use super::target::{EcrTarget, Identity};
 use crate::error::{Error, Result};
+
+/// Fetches a token from AWS. The seam where unit tests substitute a fake.
+pub(crate) trait TokenFetcher {
+    fn fetch(
+        &self,
+        target: &EcrTarget,
+        identity: &Identity,
+        session: &str,
+    ) -> impl Future<Output = Result<FetchedToken>>;
+}
 
 /// The token the registry accepts, with its validity (unix seconds).
 #[derive(Debug, Clone)]
-pub struct FetchedToken {
+pub(crate) struct FetchedToken {
     pub login: Login,
     pub requested_at: u64,
     pub expires_at: u64,
@@ -30,7 +43,7 @@ pub struct FetchedToken {
 
 /// Fetches tokens from AWS with the SDK.
 #[derive(Debug, Clone)]
-pub struct AwsFetcher {
+pub(crate) struct AwsFetcher {
     pub attempt_timeout: Duration,
     pub max_attempts: u32,
 }
@@ -63,7 +76,7 @@ impl TokenFetcher for AwsFetcher {
         identity: &Identity,
         session: &str,
     ) -> Result<FetchedToken> {
-        let requested_at = super::unix_now();
+        let requested_at = crate::util::unix_now();
         let registry = &target.host;
         let (sdk, credentials) = match identity {
             Identity::Runner { role_arn, profile } => {

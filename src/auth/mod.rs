@@ -9,17 +9,16 @@
 //!
 //! Credentials only ever travel to the Docker daemon in the pull's `X-Registry-Auth` header.
 
-pub mod cache;
-pub mod check;
-pub mod docker_config;
-pub mod ecr;
-pub mod registry;
+pub(crate) mod cache;
+pub(crate) mod docker_config;
+pub(crate) mod ecr;
+pub(crate) mod login;
+pub(crate) mod target;
 
 use std::collections::HashMap;
-use std::future::Future;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, OnceLock};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use bollard::auth::DockerCredentials;
 use secrecy::{ExposeSecret, SecretString};
@@ -28,120 +27,40 @@ use tokio::sync::OnceCell;
 
 use self::cache::{CacheKey, CachedToken, DiskCache};
 use self::docker_config::DockerAuthConfig;
-use self::ecr::{AwsFetcher, FetchedToken};
-use self::registry::{EcrHost, Partition, hostname, parse_ecr_host, registry_key};
-use crate::config::{Config, IdentityMode};
+use self::ecr::{AwsFetcher, FetchedToken, TokenFetcher};
+use self::login::Login;
+use self::target::{EcrTarget, Identity};
+use crate::config::Config;
+use crate::config::ecr::IdentityMode;
 use crate::error::{Error, Result};
-use crate::image_ref::ImageRef;
 use crate::job::Env;
 use crate::job::payload::Credential;
 use crate::output;
-
-/// A registry login. The password is redacted in `Debug`.
-#[derive(Debug, Clone)]
-pub struct Login {
-    pub username: String,
-    pub password: SecretString,
-    /// The registry host the login is for.
-    pub server: String,
-}
-
-impl Login {
-    /// What bollard sends in `X-Registry-Auth`. Never log the result: its `Debug` is not redacted.
-    pub fn docker_credentials(&self) -> DockerCredentials {
-        DockerCredentials {
-            username: Some(self.username.clone()),
-            password: Some(self.password.expose_secret().to_owned()),
-            serveraddress: Some(self.server.clone()),
-            ..Default::default()
-        }
-    }
-}
-
-/// An ECR registry with the identity settings that apply to it.
-#[derive(Debug, Clone, PartialEq)]
-pub struct EcrTarget {
-    /// `host[:port]` as the image names it.
-    pub host: String,
-    /// `None` for ECR Public.
-    pub registry_id: Option<String>,
-    pub region: String,
-    pub partition: Partition,
-    pub mode: IdentityMode,
-    pub role_arn: Option<String>,
-    pub profile: Option<String>,
-    pub id_token_variable: String,
-    pub allowed_job_roles: Vec<String>,
-}
-
-/// Whose credentials fetch a token.
-#[derive(Debug, Clone)]
-pub enum Identity {
-    Runner {
-        role_arn: Option<String>,
-        profile: Option<String>,
-    },
-    Job {
-        role_arn: String,
-        token: SecretString,
-    },
-}
-
-impl Identity {
-    pub fn describe(&self) -> String {
-        match self {
-            Identity::Runner {
-                role_arn: None,
-                profile,
-            } => match profile {
-                Some(p) => format!("runner (AWS profile {p})"),
-                None => "runner (AWS default credential chain)".into(),
-            },
-            Identity::Runner {
-                role_arn: Some(role),
-                ..
-            } => format!("runner, assuming role {role}"),
-            Identity::Job { role_arn, .. } => format!("job id_token, assuming role {role_arn}"),
-        }
-    }
-}
+use crate::reference::ImageRef;
+use crate::reference::ecr::{self as registry, EcrHost, Partition, parse_ecr_host};
+use crate::reference::host::{hostname, registry_key};
+use crate::util::{hex, unix_now};
 
 /// Where a token came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Source {
+pub(crate) enum Source {
     Cache,
     Aws,
 }
 
 /// A token ready for pulls, with what `auth check` reports about it.
 #[derive(Debug, Clone)]
-pub struct Token {
+pub(crate) struct Token {
     pub login: Login,
     pub expires_at: u64,
     pub source: Source,
     pub identity: String,
 }
 
-/// Fetches a token from AWS. The seam where unit tests substitute a fake.
-pub trait TokenFetcher {
-    fn fetch(
-        &self,
-        target: &EcrTarget,
-        identity: &Identity,
-        session: &str,
-    ) -> impl Future<Output = Result<FetchedToken>>;
-}
-
-pub(crate) fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
-}
-
 type Memo = Arc<OnceCell<Arc<Token>>>;
 
 /// Resolves the credentials of every pull of one driver invocation.
-pub struct Resolver<'a, F = AwsFetcher> {
+pub(crate) struct Resolver<'a, F = AwsFetcher> {
     config: &'a Config,
     env: &'a Env,
     fetcher: F,
@@ -166,7 +85,7 @@ struct DockerAuthError {
 }
 
 impl<'a> Resolver<'a, AwsFetcher> {
-    pub fn new(config: &'a Config, env: &'a Env) -> Self {
+    pub(crate) fn new(config: &'a Config, env: &'a Env) -> Self {
         let fetcher = AwsFetcher {
             attempt_timeout: Duration::from_secs(config.ecr.timeout_seconds),
             max_attempts: config.ecr.max_attempts,
@@ -176,7 +95,7 @@ impl<'a> Resolver<'a, AwsFetcher> {
 }
 
 impl<'a, F: TokenFetcher> Resolver<'a, F> {
-    pub fn with_fetcher(config: &'a Config, env: &'a Env, fetcher: F) -> Self {
+    pub(crate) fn with_fetcher(config: &'a Config, env: &'a Env, fetcher: F) -> Self {
         Resolver {
             config,
             env,
@@ -188,13 +107,16 @@ impl<'a, F: TokenFetcher> Resolver<'a, F> {
     }
 
     /// Adds the job payload's `credentials[]` as the last source of registry logins.
-    pub fn with_job_credentials(mut self, credentials: &[Credential]) -> Self {
+    pub(crate) fn with_job_credentials(mut self, credentials: &[Credential]) -> Self {
         self.payload_auth = DockerAuthConfig::from_credentials(credentials);
         self
     }
 
     /// Credentials for pulling `image`, or `None` for an anonymous pull.
-    pub async fn credentials_for(&self, image: &ImageRef) -> Result<Option<DockerCredentials>> {
+    pub(crate) async fn credentials_for(
+        &self,
+        image: &ImageRef,
+    ) -> Result<Option<DockerCredentials>> {
         if let Some(target) = self.ecr_target(image.registry_host()) {
             let token = self.ecr_token(&target).await?;
             return Ok(Some(token.login.docker_credentials()));
@@ -205,7 +127,7 @@ impl<'a, F: TokenFetcher> Resolver<'a, F> {
     }
 
     /// The ECR registry behind `host`, when it is one.
-    pub fn ecr_target(&self, host: &str) -> Option<EcrTarget> {
+    pub(crate) fn ecr_target(&self, host: &str) -> Option<EcrTarget> {
         let key = registry_key(host);
         let name = hostname(host).to_ascii_lowercase();
         let entry = self.config.registries.iter().find(|r| {
@@ -264,7 +186,7 @@ impl<'a, F: TokenFetcher> Resolver<'a, F> {
     }
 
     /// Which identity fetches the token for `target`.
-    pub fn identity(&self, target: &EcrTarget) -> Result<Identity> {
+    pub(crate) fn identity(&self, target: &EcrTarget) -> Result<Identity> {
         let token = self.env.vars.get(&target.id_token_variable);
         let runner = || Identity::Runner {
             role_arn: target.role_arn.clone(),
@@ -289,10 +211,8 @@ impl<'a, F: TokenFetcher> Resolver<'a, F> {
                 Ok(requested.to_owned())
             }
             Some(requested) => {
-                if target
-                    .allowed_job_roles
-                    .iter()
-                    .any(|pattern| wildcard_match(pattern, requested))
+                if !target.allowed_job_roles.is_empty()
+                    && target.allowed_job_roles.allows(&[requested])
                 {
                     Ok(requested.to_owned())
                 } else {
@@ -308,7 +228,7 @@ impl<'a, F: TokenFetcher> Resolver<'a, F> {
     }
 
     /// The token for an ECR registry: from this process, the disk cache, or AWS.
-    pub async fn ecr_token(&self, target: &EcrTarget) -> Result<Arc<Token>> {
+    pub(crate) async fn ecr_token(&self, target: &EcrTarget) -> Result<Arc<Token>> {
         let identity = self.identity(target)?;
         let memo_key = format!(
             "{}\0{}\0{}\0{}",
@@ -423,7 +343,7 @@ impl<'a, F: TokenFetcher> Resolver<'a, F> {
                 h.update(token.expose_secret().as_bytes());
             }
         }
-        cache::hex(&h.finalize()[..16])
+        hex(&h.finalize()[..16])
     }
 
     /// `auths` of the runner user's `$DOCKER_CONFIG/config.json` (default `~/.docker`), as the
@@ -490,7 +410,7 @@ fn cached(hit: CachedToken, identity: String) -> Token {
 }
 
 /// `$XDG_CACHE_HOME/ecr-executor`, else `~/.cache/ecr-executor`.
-pub fn default_cache_dir(env: &Env) -> Option<PathBuf> {
+pub(crate) fn default_cache_dir(env: &Env) -> Option<PathBuf> {
     env.xdg_cache_home
         .clone()
         .or_else(|| env.home.as_ref().map(|h| h.join(".cache")))
@@ -498,7 +418,7 @@ pub fn default_cache_dir(env: &Env) -> Option<PathBuf> {
 }
 
 /// STS session name from the job's identity: `gitlab-p<project>-j<job>`, in STS's charset.
-pub fn session_name(env: &Env) -> String {
+pub(crate) fn session_name(env: &Env) -> String {
     let project = env.vars.get("CI_PROJECT_ID").unwrap_or("0");
     let job = env.vars.get("CI_JOB_ID").unwrap_or("0");
     let name: String = format!("gitlab-p{project}-j{job}")
@@ -511,26 +431,6 @@ pub fn session_name(env: &Env) -> String {
     } else {
         name
     }
-}
-
-/// `*` matches any run of characters (including none); everything else matches itself.
-pub fn wildcard_match(pattern: &str, text: &str) -> bool {
-    let parts: Vec<&str> = pattern.split('*').collect();
-    if parts.len() == 1 {
-        return pattern == text;
-    }
-    let (first, last) = (parts[0], parts[parts.len() - 1]);
-    if text.len() < first.len() + last.len() || !text.starts_with(first) || !text.ends_with(last) {
-        return false;
-    }
-    let mut rest = &text[first.len()..text.len() - last.len()];
-    for middle in &parts[1..parts.len() - 1] {
-        match rest.find(middle) {
-            Some(i) => rest = &rest[i + middle.len()..],
-            None => return false,
-        }
-    }
-    true
 }
 
 #[cfg(test)]

@@ -9,6 +9,7 @@ use base64::Engine;
 
 use super::*;
 use crate::config::Config;
+use crate::policy::AllowList;
 
 struct Fake {
     calls: AtomicUsize,
@@ -74,20 +75,19 @@ fn rt() -> tokio::runtime::Runtime {
 const HOST: &str = "123456789012.dkr.ecr.eu-west-1.amazonaws.com";
 
 #[test]
-fn wildcards() {
-    assert!(wildcard_match(
-        "arn:aws:iam::1:role/ci-*",
-        "arn:aws:iam::1:role/ci-build"
-    ));
-    assert!(wildcard_match("*", "anything"));
-    assert!(wildcard_match("a*b*c", "aXXbYYc"));
-    assert!(!wildcard_match("a*b*c", "aXXcYYb"));
-    assert!(!wildcard_match(
-        "arn:aws:iam::1:role/ci-*",
-        "arn:aws:iam::1:role/admin"
-    ));
-    assert!(!wildcard_match("exact", "exactly"));
-    assert!(!wildcard_match("ab*ba", "aba"));
+fn job_roles_match_the_allow_list_globs() {
+    let roles = |patterns: &[&str]| {
+        AllowList::try_from(patterns.iter().map(|p| p.to_string()).collect::<Vec<_>>()).unwrap()
+    };
+    let ci = roles(&["arn:aws:iam::1:role/ci-*"]);
+    assert!(ci.allows(&["arn:aws:iam::1:role/ci-build"]));
+    assert!(!ci.allows(&["arn:aws:iam::1:role/admin"]));
+    assert!(
+        !ci.allows(&["arn:aws:iam::1:role/ci-x/nested"]),
+        "* stays in one segment"
+    );
+    assert!(roles(&["arn:aws:iam::1:role/**"]).allows(&["arn:aws:iam::1:role/team/ci"]));
+    assert!(!roles(&["exact"]).allows(&["exactly"]));
 }
 
 #[test]

@@ -15,14 +15,14 @@ use futures_util::StreamExt;
 use tokio::io::AsyncWriteExt;
 use tokio_util::sync::CancellationToken;
 
-use super::shell::{Outcome, SHELL_DETECTION, ShellError, stop_processes};
+use super::script::{Outcome, SHELL_DETECTION, ShellError, stop_processes};
 use crate::output::RawStream;
 
 /// Bytes bollard may buffer per read from the exec stream.
 const OUTPUT_CAPACITY: usize = 64 * 1024;
 
 /// Runs `script` on a shell in `container`, streaming its output, until it ends or `cancel`.
-pub(super) async fn run_script(
+pub(crate) async fn run_script(
     docker: &Docker,
     container: &str,
     script: &[u8],

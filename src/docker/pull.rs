@@ -6,20 +6,21 @@ use std::collections::HashMap;
 use bollard::Docker;
 use bollard::models::ImageInspect;
 
-use crate::auth::{Resolver, TokenFetcher};
+use crate::auth::Resolver;
+use crate::auth::ecr::TokenFetcher;
 use bollard::query_parameters::CreateImageOptions;
 use futures_util::StreamExt;
 
-use super::is_not_found;
+use super::client::is_not_found;
 use crate::error::{Error, Result};
-use crate::image_ref::ImageRef;
-use crate::job::PullPolicy;
 use crate::output;
+use crate::pull_policy::PullPolicy;
+use crate::reference::ImageRef;
 
 /// Makes `image` available, trying `policies` in order (a later one is a fallback for an
 /// earlier failure, as in the Docker executor). Registry credentials are resolved only when
 /// a pull really happens. Returns the local image's inspect data.
-pub async fn ensure_image<F: TokenFetcher>(
+pub(crate) async fn ensure_image<F: TokenFetcher>(
     docker: &Docker,
     image: &ImageRef,
     policies: &[PullPolicy],

@@ -13,7 +13,7 @@ use bollard::query_parameters::{
 };
 use futures_util::future::join_all;
 
-use super::is_not_found;
+use super::client::is_not_found;
 use crate::naming::{LABEL_JOB, Names};
 
 /// Removes every container, network and per-job volume of a job. Returns what could not be
@@ -21,7 +21,7 @@ use crate::naming::{LABEL_JOB, Names};
 ///
 /// Everything the driver creates carries the job label, so the three listings (made
 /// concurrently) find it all; a blind removal by name would only add requests.
-pub async fn remove_job(docker: &Docker, names: &Names) -> Vec<String> {
+pub(crate) async fn remove_job(docker: &Docker, names: &Names) -> Vec<String> {
     let filter = || {
         Some(HashMap::from([(
             "label".to_owned(),
@@ -134,7 +134,7 @@ fn force_with_volumes() -> RemoveContainerOptions {
 }
 
 /// Force-removes a container and its anonymous volumes; "already gone" is success.
-pub async fn remove_container(docker: &Docker, name: &str) -> Option<String> {
+pub(crate) async fn remove_container(docker: &Docker, name: &str) -> Option<String> {
     match docker
         .remove_container(name, Some(force_with_volumes()))
         .await

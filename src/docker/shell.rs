@@ -15,65 +15,30 @@
 //! this host the script's output skips the engine through two FIFOs ([`direct`]) and the
 //! attach carries only the markers; otherwise the output comes over the attach, and the
 //! containers log nothing (log driver `none`).
-//!
-//! Cancellation: the runner signals only the driver. The driver then signals, from a root
-//! exec, every process of the container except PID 1, the stage shell and its ancestors, first
-//! with SIGTERM and after a grace period with SIGKILL; the stage shell survives and runs the
-//! next stage (`after_script` runs after a cancel).
-
-pub mod direct;
-mod markers;
+//! Cancellation is [`super::script`]'s.
 
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use bollard::Docker;
 use bollard::container::LogOutput;
-use bollard::exec::{CreateExecOptions, StartExecOptions};
 use bollard::models::ContainerCreateBody;
 use bollard::query_parameters::AttachContainerOptions;
 use futures_util::StreamExt;
 use tokio::io::AsyncWriteExt;
 use tokio_util::sync::CancellationToken;
 
+use super::fifo::{self, Fifos};
+use super::markers::Scanner;
+use super::script::{Outcome, SHELL_DETECTION, ShellError, TERM_GRACE, stop_processes};
+use super::{direct, exec, state};
 use crate::output::RawStream;
-use direct::Fifos;
-use markers::Scanner;
-
-/// Picks the shell as the Docker executor does: bash when the image has one, else sh.
-/// The chosen shell reads the script from stdin.
-pub const SHELL_DETECTION: &str = "if [ -x /usr/local/bin/bash ]; then exec /usr/local/bin/bash; \
-elif [ -x /usr/bin/bash ]; then exec /usr/bin/bash; \
-elif [ -x /bin/bash ]; then exec /bin/bash; \
-elif [ -x /usr/local/bin/sh ]; then exec /usr/local/bin/sh; \
-elif [ -x /usr/bin/sh ]; then exec /usr/bin/sh; \
-elif [ -x /bin/sh ]; then exec /bin/sh; \
-elif [ -x /busybox/sh ]; then exec /busybox/sh; \
-else echo shell not found >&2; exit 127; fi";
-
-/// Signals (`$2`) every process of the container except PID 1, this shell, and the stage
-/// shell (`$1`) with its ancestors (the container's main command and any ENTRYPOINT wrapper).
-const SIGNAL_ALL_BUT_THE_STAGE_SHELL: &str = r#"a=$1 keep=" 1 $$ "
-while [ "$a" -gt 1 ] 2>/dev/null && [ -r "/proc/$a/status" ]; do
-  keep="$keep$a " p=
-  while read -r k v; do [ "$k" = PPid: ] && { p=$v; break; }; done < "/proc/$a/status"
-  a=$p
-done
-for d in /proc/[0-9]*; do
-  case $keep in *" ${d#/proc/} "*) ;; *) kill -s "$2" "${d#/proc/}" 2>/dev/null ;; esac
-done
-true"#;
 
 /// How long a stage may wait for the stage shell before the job log says why it might.
 const START_NOTICE: Duration = Duration::from_secs(60);
-/// How long processes get after SIGTERM before SIGKILL on cancel.
-const TERM_GRACE: Duration = Duration::from_secs(3);
-/// How long to wait for output to end after SIGKILL.
-const KILL_GRACE: Duration = Duration::from_secs(2);
-
 /// How stages reach the build and helper containers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Access {
+pub(crate) enum Access {
     /// Through the container's stage shell, over an attach.
     Attach,
     /// One exec per stage, for engines that close a container's stdin when an attach ends
@@ -84,7 +49,7 @@ pub enum Access {
 impl Access {
     /// Asks the engine what it is; Podman (or an engine that does not say) gets execs. Also
     /// returns the engine's kernel version, for [`direct::possible`].
-    pub async fn of(docker: &Docker) -> (Access, Option<String>) {
+    pub(crate) async fn of(docker: &Docker) -> (Access, Option<String>) {
         match docker.version().await {
             Ok(version) => {
                 let podman = version
@@ -105,7 +70,7 @@ impl Access {
     /// when the stage shell does; a cancel that kills the watchdog's sleep does not fire it),
     /// and a log only with direct output (see [`direct::log_config`]). Exec: a sleep as long
     /// as the lifetime.
-    pub fn configure(
+    pub(crate) fn configure(
         self,
         body: &mut ContainerCreateBody,
         prelude: &str,
@@ -159,7 +124,7 @@ fn stage_program(nonce: &str, script: &[u8]) -> Vec<u8> {
 fn nonce() -> String {
     let mut bytes = [0u8; 16];
     getrandom::getrandom(&mut bytes).expect("the OS random source");
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    crate::util::hex(&bytes)
 }
 
 /// A stage's output as it may arrive: on the attach's stdout and stderr, which always carry
@@ -193,58 +158,23 @@ impl Streams {
         self.stdout.start_extra()?.split(' ').next()?.parse().ok()
     }
 
-    /// The script's exit status (0 to 255), from the end line on stdout; -1 if unreadable.
-    fn exit_code(&self) -> i64 {
+    /// The script's exit status (0 to 255), from the end line on stdout; none if that line
+    /// does not carry one.
+    fn exit_code(&self) -> Option<i64> {
         let end = match self.stdout.diverted() {
             true => &self.fifo_out,
             false => &self.stdout,
         };
-        end.end_extra()
-            .and_then(|code| code.parse().ok())
-            .unwrap_or(-1)
-    }
-}
-
-/// How a stage ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Outcome {
-    Exited(i64),
-    Cancelled,
-}
-
-/// Why a stage could not run.
-#[derive(Debug)]
-pub enum ShellError {
-    /// The container does not exist.
-    ContainerMissing,
-    /// The container exists but is not running.
-    ContainerNotRunning,
-    /// The container's output ended before the stage did: the container stopped.
-    Ended,
-    Docker(&'static str, bollard::errors::Error),
-    Output(std::io::Error),
-    /// Reading a FIFO of direct output failed.
-    Fifo(std::io::Error),
-}
-
-impl ShellError {
-    /// A failed request about a container: 404 and 409 say what state it is in.
-    pub(super) fn from_request(action: &'static str, e: bollard::errors::Error) -> ShellError {
-        match e {
-            bollard::errors::Error::DockerResponseServerError {
-                status_code: 404, ..
-            } => ShellError::ContainerMissing,
-            bollard::errors::Error::DockerResponseServerError {
-                status_code: 409, ..
-            } => ShellError::ContainerNotRunning,
-            e => ShellError::Docker(action, e),
-        }
+        end.end_extra()?
+            .parse()
+            .ok()
+            .filter(|code| (0..=255).contains(code))
     }
 }
 
 /// Runs `script` in `container` through its stage shell, streaming its output, until it
 /// ends or `cancel`.
-pub async fn run_script(
+pub(crate) async fn run_script(
     docker: &Docker,
     container: &str,
     script: &[u8],
@@ -261,7 +191,7 @@ pub async fn run_script(
         Ok(attached) => attached,
         // Podman refuses to attach to an ended container with a 500.
         Err(e) => {
-            return Err(match super::run_state(docker, container).await {
+            return Err(match state::run_state(docker, container).await {
                 Ok(state) if !state.running => ShellError::ContainerNotRunning,
                 _ => ShellError::from_request("attach to", e),
             });
@@ -270,7 +200,7 @@ pub async fn run_script(
     let (mut output, mut input) = (attached.output, attached.input);
     // An attach to a stopped container waits for it to start again, while one in place when
     // the container stops ends: so look now.
-    let state = super::run_state(docker, container)
+    let state = state::run_state(docker, container)
         .await
         .map_err(|e| ShellError::from_request("inspect", e))?;
     if !state.running {
@@ -278,7 +208,7 @@ pub async fn run_script(
     }
     if !state.open_stdin {
         drop((output, input));
-        return super::exec::run_script(docker, container, script, cancel).await;
+        return exec::run_script(docker, container, script, cancel).await;
     }
 
     let nonce = nonce();
@@ -340,11 +270,11 @@ pub async fn run_script(
                         LogOutput::StdIn { .. } => {}
                     }
                 }
-                read = direct::read(from_out.as_deref_mut()), if !streams.fifo_out.done() => {
+                read = fifo::read(from_out.as_deref_mut()), if !streams.fifo_out.done() => {
                     let bytes = read.map_err(ShellError::Fifo)?;
                     streams.fifo_out.feed(bytes, &mut to_out).map_err(ShellError::Output)?;
                 }
-                read = direct::read(from_err.as_deref_mut()), if !streams.fifo_err.done() => {
+                read = fifo::read(from_err.as_deref_mut()), if !streams.fifo_err.done() => {
                     let bytes = read.map_err(ShellError::Fifo)?;
                     streams.fifo_err.feed(bytes, &mut to_err).map_err(ShellError::Output)?;
                 }
@@ -355,7 +285,7 @@ pub async fn run_script(
         {
             fifos.not_opened();
         }
-        Ok(streams.exit_code())
+        streams.exit_code().ok_or(ShellError::NoExitStatus)
     };
     let run = async {
         let (_input, code) = tokio::join!(feed, pump);
@@ -383,49 +313,25 @@ pub async fn run_script(
     }
 }
 
-/// Stops the processes of a cancelled stage (see [`signal_all`]): SIGTERM, then SIGKILL if
-/// the stage's output (`run`) has not ended within a grace period.
-pub(super) async fn stop_processes<F: Future>(
-    docker: &Docker,
-    container: &str,
-    stage_shell: u32,
-    mut run: std::pin::Pin<&mut F>,
-) {
-    signal_all(docker, container, stage_shell, "TERM").await;
-    if tokio::time::timeout(TERM_GRACE, &mut run).await.is_err() {
-        signal_all(docker, container, stage_shell, "KILL").await;
-        let _ = tokio::time::timeout(KILL_GRACE, &mut run).await;
-    }
-}
-
-/// Sends `signal` to every process of `container` except PID 1 and the stage shell (PID
-/// `stage_shell`; 0 if unknown or none, sparing PID 1 only) with its ancestors. Best effort.
-async fn signal_all(docker: &Docker, container: &str, stage_shell: u32, signal: &str) {
-    let shell = stage_shell.to_string();
-    let options = CreateExecOptions {
-        cmd: Some(vec![
-            "sh",
-            "-c",
-            SIGNAL_ALL_BUT_THE_STAGE_SHELL,
-            "sh",
-            shell.as_str(),
-            signal,
-        ]),
-        user: Some("0"),
-        ..Default::default()
-    };
-    if let Ok(exec) = docker.create_exec(container, options).await {
-        let start = StartExecOptions {
-            detach: true,
-            ..Default::default()
-        };
-        let _ = docker.start_exec(&exec.id, Some(start)).await;
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_end_marker_without_a_status_gives_none_not_a_code() {
+        let end = |line: &str| {
+            let mut streams = Streams::new("n0nce");
+            let mut sink = |_: &[u8]| Ok(());
+            let text = format!("n0nce S 42\nout\n{line}\n");
+            streams.stdout.feed(text.as_bytes(), &mut sink).unwrap();
+            streams.exit_code()
+        };
+        assert_eq!(end("n0nce E 3"), Some(3));
+        assert_eq!(end("n0nce E 0"), Some(0));
+        assert_eq!(end("n0nce E"), None);
+        assert_eq!(end("n0nce E x7"), None);
+        assert_eq!(end("n0nce E 300"), None);
+    }
 
     #[test]
     fn the_stage_program_quotes_the_script_as_a_here_document() {

@@ -7,26 +7,24 @@
 //! The job payload (`JOB_RESPONSE_FILE`) is the trusted source for policy decisions and is
 //! parsed on demand by the stages that need it ([`payload`]).
 
-pub mod payload;
-pub mod stage;
+pub(crate) mod payload;
+pub(crate) mod stage;
 
 use std::collections::BTreeMap;
 use std::ffi::OsString;
 use std::fmt;
 use std::path::PathBuf;
 
-use serde::Deserialize;
-
 use crate::error::{Error, Result};
 
-pub use payload::JobPayload;
+pub(crate) use payload::JobPayload;
 
 /// Prefix GitLab Runner puts on every job variable it passes to the driver.
-pub const CUSTOM_ENV_PREFIX: &str = "CUSTOM_ENV_";
+pub(crate) const CUSTOM_ENV_PREFIX: &str = "CUSTOM_ENV_";
 
 /// Exit codes GitLab Runner asks for, read from its environment.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ExitCodes {
+pub(crate) struct ExitCodes {
     pub build_failure: u8,
     pub system_failure: u8,
 }
@@ -34,7 +32,7 @@ pub struct ExitCodes {
 impl ExitCodes {
     /// The values GitLab Runner has always set; used only when the variables are absent
     /// (the driver started by hand), never in place of what the runner passes.
-    pub const RUNNER_DEFAULTS: ExitCodes = ExitCodes {
+    pub(crate) const RUNNER_DEFAULTS: ExitCodes = ExitCodes {
         build_failure: 1,
         system_failure: 2,
     };
@@ -42,7 +40,7 @@ impl ExitCodes {
 
 /// The whole environment of one driver invocation.
 #[derive(Clone, Default)]
-pub struct Env {
+pub(crate) struct Env {
     /// `BUILD_FAILURE_EXIT_CODE` / `SYSTEM_FAILURE_EXIT_CODE`, when set and valid.
     pub exit_codes: Option<ExitCodes>,
     /// Problems met while reading the exit codes, reported once the job log is available.
@@ -87,12 +85,12 @@ impl fmt::Debug for Env {
 
 impl Env {
     /// Reads the current process environment.
-    pub fn from_process() -> Env {
+    pub(crate) fn from_process() -> Env {
         Env::from_pairs(std::env::vars_os())
     }
 
     /// Builds the environment from `(key, value)` pairs, as the process would see them.
-    pub fn from_pairs(pairs: impl IntoIterator<Item = (OsString, OsString)>) -> Env {
+    pub(crate) fn from_pairs(pairs: impl IntoIterator<Item = (OsString, OsString)>) -> Env {
         let mut env = Env::default();
         let mut build = None;
         let mut system = None;
@@ -168,12 +166,12 @@ impl Env {
     }
 
     /// The exit codes to use: the runner's, else its historical defaults.
-    pub fn exit_codes(&self) -> ExitCodes {
+    pub(crate) fn exit_codes(&self) -> ExitCodes {
         self.exit_codes.unwrap_or(ExitCodes::RUNNER_DEFAULTS)
     }
 
     /// Reads and parses `JOB_RESPONSE_FILE`, or an empty payload when the runner gave none.
-    pub fn payload(&self) -> Result<JobPayload> {
+    pub(crate) fn payload(&self) -> Result<JobPayload> {
         match &self.job_response_file {
             Some(path) => JobPayload::read(path),
             None => Ok(JobPayload::default()),
@@ -188,7 +186,7 @@ fn non_empty(s: String) -> Option<String> {
 /// Job variables (`CUSTOM_ENV_*` without the prefix). They include masked values, so `Debug`
 /// prints only the names.
 #[derive(Clone, Default)]
-pub struct JobVars(BTreeMap<String, String>);
+pub(crate) struct JobVars(BTreeMap<String, String>);
 
 impl fmt::Debug for JobVars {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -197,26 +195,26 @@ impl fmt::Debug for JobVars {
 }
 
 impl JobVars {
-    pub fn get(&self, name: &str) -> Option<&str> {
+    pub(crate) fn get(&self, name: &str) -> Option<&str> {
         self.0
             .get(name)
             .map(String::as_str)
             .filter(|v| !v.is_empty())
     }
 
-    pub fn insert(&mut self, name: impl Into<String>, value: impl Into<String>) {
+    pub(crate) fn insert(&mut self, name: impl Into<String>, value: impl Into<String>) {
         self.0.insert(name.into(), value.into());
     }
 
     /// A GitLab boolean (`true`, `1`, case-insensitive), as the runner parses feature flags.
-    pub fn flag(&self, name: &str) -> bool {
+    pub(crate) fn flag(&self, name: &str) -> bool {
         self.get(name).is_some_and(|v| {
             v.eq_ignore_ascii_case("true") || v == "1" || v.eq_ignore_ascii_case("yes")
         })
     }
 
     /// The identity every name and label is derived from.
-    pub fn identity(&self) -> Result<JobIdentity> {
+    pub(crate) fn identity(&self) -> Result<JobIdentity> {
         let job_id = self.get("CI_JOB_ID").ok_or(Error::MissingVariable {
             name: "CUSTOM_ENV_CI_JOB_ID",
         })?;
@@ -234,7 +232,7 @@ impl JobVars {
     }
 
     /// `CI_JOB_TIMEOUT` in seconds, when set.
-    pub fn job_timeout_secs(&self) -> Option<u64> {
+    pub(crate) fn job_timeout_secs(&self) -> Option<u64> {
         self.get("CI_JOB_TIMEOUT")?.trim().parse().ok()
     }
 }
@@ -262,30 +260,11 @@ fn sanitize_token(token: &str) -> String {
 
 /// Who a job is: the inputs of every deterministic name and label.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct JobIdentity {
+pub(crate) struct JobIdentity {
     pub runner_token: String,
     pub project_id: u64,
     pub concurrent_id: u64,
     pub job_id: u64,
-}
-
-/// A Docker-executor pull policy.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, serde::Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum PullPolicy {
-    Always,
-    IfNotPresent,
-    Never,
-}
-
-impl fmt::Display for PullPolicy {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            PullPolicy::Always => "always",
-            PullPolicy::IfNotPresent => "if-not-present",
-            PullPolicy::Never => "never",
-        })
-    }
 }
 
 #[cfg(test)]

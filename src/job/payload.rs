@@ -8,13 +8,13 @@ use std::path::Path;
 use secrecy::SecretString;
 use serde::Deserialize;
 
-use super::PullPolicy;
 use crate::error::{Error, Result};
+use crate::pull_policy::PullPolicy;
 
 /// The parts of `common.JobResponse` the driver reads.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(default)]
-pub struct JobPayload {
+pub(crate) struct JobPayload {
     pub id: Option<u64>,
     pub image: Option<ImageSpec>,
     pub services: Vec<ServiceSpec>,
@@ -26,7 +26,7 @@ pub struct JobPayload {
 /// registry with the job token (`type: registry`). `Debug` redacts the password.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(default)]
-pub struct Credential {
+pub(crate) struct Credential {
     #[serde(rename = "type")]
     pub kind: String,
     pub url: String,
@@ -37,7 +37,7 @@ pub struct Credential {
 /// `image:` of the job.
 #[derive(Debug, Clone, Default, Deserialize, PartialEq)]
 #[serde(default)]
-pub struct ImageSpec {
+pub(crate) struct ImageSpec {
     pub name: String,
     /// `None` keeps the image's ENTRYPOINT; `[""]` clears it.
     pub entrypoint: Option<Vec<String>>,
@@ -48,13 +48,13 @@ pub struct ImageSpec {
 /// `image: docker:` options (GitLab 16.6+).
 #[derive(Debug, Clone, Default, Deserialize, PartialEq)]
 #[serde(default)]
-pub struct ExecutorOpts {
+pub(crate) struct ExecutorOpts {
     pub docker: Option<DockerOpts>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, PartialEq)]
 #[serde(default)]
-pub struct DockerOpts {
+pub(crate) struct DockerOpts {
     pub platform: Option<String>,
     pub user: Option<String>,
 }
@@ -62,7 +62,7 @@ pub struct DockerOpts {
 /// One entry of `services:`.
 #[derive(Debug, Clone, Default, Deserialize, PartialEq)]
 #[serde(default)]
-pub struct ServiceSpec {
+pub(crate) struct ServiceSpec {
     pub name: String,
     /// One or more aliases separated by commas or spaces.
     pub alias: Option<String>,
@@ -74,7 +74,7 @@ pub struct ServiceSpec {
 
 impl ServiceSpec {
     /// The service's aliases, as listed in `alias`.
-    pub fn aliases(&self) -> Vec<String> {
+    pub(crate) fn aliases(&self) -> Vec<String> {
         self.alias
             .as_deref()
             .unwrap_or_default()
@@ -87,7 +87,7 @@ impl ServiceSpec {
 
     /// The services of `CUSTOM_ENV_CI_JOB_SERVICES` (name, first alias, entrypoint, command),
     /// for runners that write no payload file.
-    pub fn parse_env_list(json: &str) -> Result<Vec<ServiceSpec>, String> {
+    pub(crate) fn parse_env_list(json: &str) -> Result<Vec<ServiceSpec>, String> {
         if json.trim().is_empty() {
             return Ok(Vec::new());
         }
@@ -99,7 +99,7 @@ impl ServiceSpec {
 /// A job variable. Its value can be a secret, so `Debug` shows only the key.
 #[derive(Clone, Default, Deserialize, PartialEq)]
 #[serde(default)]
-pub struct JobVariable {
+pub(crate) struct JobVariable {
     pub key: String,
     pub value: String,
     /// Public variables may be handed to service containers; masked or protected ones not.
@@ -117,7 +117,7 @@ impl std::fmt::Debug for JobVariable {
 }
 
 impl JobPayload {
-    pub fn read(path: &Path) -> Result<JobPayload> {
+    pub(crate) fn read(path: &Path) -> Result<JobPayload> {
         let bytes = std::fs::read(path).map_err(|e| Error::JobPayload {
             path: path.to_owned(),
             message: e.to_string(),
@@ -129,7 +129,7 @@ impl JobPayload {
     }
 
     /// Parses the payload. An empty file is an empty payload, as for a runner that wrote none.
-    pub fn parse(bytes: &[u8]) -> Result<JobPayload, String> {
+    pub(crate) fn parse(bytes: &[u8]) -> Result<JobPayload, String> {
         if bytes.iter().all(u8::is_ascii_whitespace) {
             return Ok(JobPayload::default());
         }
@@ -138,7 +138,7 @@ impl JobPayload {
     }
 
     /// `image: docker:` options of the job, if any.
-    pub fn docker_opts(&self) -> Option<&DockerOpts> {
+    pub(crate) fn docker_opts(&self) -> Option<&DockerOpts> {
         self.image
             .as_ref()
             .and_then(|i| i.executor_opts.as_ref())
@@ -146,7 +146,7 @@ impl JobPayload {
     }
 
     /// The job image name from the payload, if the job has one.
-    pub fn image_name(&self) -> Option<&str> {
+    pub(crate) fn image_name(&self) -> Option<&str> {
         self.image
             .as_ref()
             .map(|i| i.name.as_str())

@@ -2,7 +2,7 @@
 
 /// Where a stage's script runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Target {
+pub(crate) enum Target {
     /// The job's own image: the user's commands.
     Build,
     /// The helper image: git, cache and artifact handling with `gitlab-runner`.
@@ -28,7 +28,7 @@ const BUILD_STAGES: &[&str] = &["build_script", "step_script", "after_script"];
 
 /// Picks the container for a stage. The second value is false for a stage name the driver
 /// does not know; such a stage runs in the build container, and the caller warns.
-pub fn target_of(stage: &str) -> (Target, bool) {
+pub(crate) fn target_of(stage: &str) -> (Target, bool) {
     if HELPER_STAGES.contains(&stage) {
         (Target::Helper, true)
     } else if BUILD_STAGES.contains(&stage) || stage.starts_with("step_") {

@@ -10,7 +10,7 @@ use crate::error::Result;
 use crate::naming::Names;
 use crate::output;
 
-pub async fn run(ctx: &Context) -> Result<()> {
+pub(crate) async fn run(ctx: &Context) -> Result<()> {
     let id = match ctx.env.vars.identity() {
         Ok(id) => id,
         Err(e) => {
@@ -19,16 +19,17 @@ pub async fn run(ctx: &Context) -> Result<()> {
         }
     };
     let names = Names::new(&id);
-    let docker = docker::connect(&ctx.config, &ctx.env)?;
+    let docker = docker::client::connect(&ctx.config, &ctx.env)?;
     let failures = docker::resources::remove_job(&docker, &names).await;
     for failure in &failures {
         output::warn(format!("could not remove {failure}"));
     }
     // After the containers: none of them holds a FIFO open any more.
-    if let Err(e) = docker::shell::direct::remove_job_dir(&names.job) {
+    let dirs = ctx.job_dirs();
+    if let Err(e) = dirs.remove(&names.job) {
         output::warn(format!(
             "could not remove {}: {e}",
-            docker::shell::direct::job_dir(&names.job).display()
+            dirs.of(&names.job).display()
         ));
     }
     Ok(())

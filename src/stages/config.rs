@@ -8,7 +8,7 @@ use super::Context;
 use crate::naming::Names;
 
 #[derive(Debug, Serialize, PartialEq)]
-pub struct ConfigOutput {
+pub(crate) struct ConfigOutput {
     pub builds_dir: String,
     pub cache_dir: String,
     /// Each job has its own builds volume, so the directory is never shared between jobs.
@@ -19,12 +19,12 @@ pub struct ConfigOutput {
 }
 
 #[derive(Debug, Serialize, PartialEq)]
-pub struct Driver {
+pub(crate) struct Driver {
     pub name: &'static str,
     pub version: &'static str,
 }
 
-pub fn output(ctx: &Context) -> ConfigOutput {
+pub(crate) fn output(ctx: &Context) -> ConfigOutput {
     ConfigOutput {
         builds_dir: ctx.config.builds_dir.clone(),
         cache_dir: ctx.config.cache_dir.clone(),
@@ -43,7 +43,7 @@ pub fn output(ctx: &Context) -> ConfigOutput {
 }
 
 /// Prints the config JSON on stdout.
-pub fn run(ctx: &Context) -> crate::error::Result<()> {
+pub(crate) fn run(ctx: &Context) -> crate::error::Result<()> {
     let json = serde_json::to_string(&output(ctx)).expect("config output serializes");
     crate::output::RawStream::stdout()
         .write_all(format!("{json}\n").as_bytes())

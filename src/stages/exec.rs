@@ -1,29 +1,29 @@
 //! `exec`: plays GitLab Runner's sequence on this machine (config, prepare, prepare_script,
 //! build_script, after_script, cleanup) to try a driver config and an image before
-//! registering a runner. The stages run in-process with the same code the runner calls.
+//! registering a runner. The stages run in-process with the same code the runner calls, in
+//! the environment the runner would give them: this process's own (as the runner's), plus the
+//! job's variables and files.
 
-use std::ffi::OsString;
 use std::path::Path;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use tokio_util::sync::CancellationToken;
 
 use super::{Context, cleanup, config, prepare, run};
 use crate::config::Config;
 use crate::error::{Error, Result};
-use crate::job::{CUSTOM_ENV_PREFIX, Env};
+use crate::job::{Env, JobVars};
 use crate::output;
 
 /// What to run.
 #[derive(Debug, Clone)]
-pub struct ExecJob {
+pub(crate) struct ExecJob {
     pub image: String,
     pub script: Vec<String>,
     pub after_script: Vec<String>,
 }
 
 /// Runs the job; `Err(ScriptFailed)` carries the build script's exit code.
-pub async fn run(
+pub(crate) async fn run(
     config: Config,
     runner_env: &Env,
     job: &ExecJob,
@@ -31,32 +31,29 @@ pub async fn run(
 ) -> Result<()> {
     let tmp = tempfile::Builder::new()
         .prefix("ecr-executor-exec")
-        .tempdir()
+        .tempdir_in(runner_env.tmpdir.as_deref().unwrap_or(Path::new("/tmp")))
         .map_err(|e| Error::io("creating a temporary directory", e))?;
-    let job_id = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64);
+    let job_id = u64::try_from(crate::util::since_epoch().as_millis()).unwrap_or(u64::MAX);
     let payload = serde_json::json!({ "id": job_id, "image": { "name": job.image } });
     let response = tmp.path().join("response.json");
     write(&response, payload.to_string().as_bytes())?;
 
-    let mut pairs: Vec<(OsString, OsString)> = vec![
-        ("TMPDIR".into(), tmp.path().into()),
-        ("JOB_RESPONSE_FILE".into(), response.into()),
-    ];
-    let vars = [
+    // The runner's own environment (HOME, DOCKER_CONFIG, DOCKER_AUTH_CONFIG, the Docker
+    // host and TLS settings, AWS_*), plus what the runner sets for a job, as it passes them.
+    let mut env = runner_env.clone();
+    env.tmpdir = Some(tmp.path().to_owned());
+    env.job_response_file = Some(response);
+    env.build_exit_code_file = None;
+    env.vars = JobVars::default();
+    for (name, value) in [
         ("CI_JOB_ID", job_id.to_string()),
         ("CI_PROJECT_ID", "0".into()),
         ("CI_CONCURRENT_ID", "0".into()),
         ("CI_RUNNER_SHORT_TOKEN", "exec".into()),
         ("CI_JOB_IMAGE", job.image.clone()),
-    ];
-    pairs.extend(
-        vars.into_iter()
-            .map(|(k, v)| (format!("{CUSTOM_ENV_PREFIX}{k}").into(), v.into())),
-    );
-    let mut env = Env::from_pairs(pairs);
-    env.docker_host = runner_env.docker_host.clone();
+    ] {
+        env.vars.insert(name, value);
+    }
     let ctx = Context { env, config };
 
     let cfg = config::output(&ctx);

@@ -15,7 +15,7 @@ use bollard::query_parameters::{
 };
 
 use super::Context;
-use crate::docker::{self, is_not_found, shell::direct};
+use crate::docker::client::{self, is_not_found};
 use crate::error::{Error, Result};
 use crate::naming::{LABEL_JOB, LABEL_MANAGED, LABEL_PREFIX};
 use crate::output;
@@ -39,9 +39,9 @@ const DOCKER_STATES: [&str; 7] = [
 ];
 
 /// Removes expired resources; with `dry_run`, only lists them.
-pub async fn run(ctx: &Context, dry_run: bool) -> Result<()> {
-    let docker = docker::connect(&ctx.config, &ctx.env)?;
-    let now = crate::auth::unix_now();
+pub(crate) async fn run(ctx: &Context, dry_run: bool) -> Result<()> {
+    let docker = client::connect(&ctx.config, &ctx.env)?;
+    let now = crate::util::unix_now();
     let filters = || {
         Some(HashMap::from([(
             "label".to_owned(),
@@ -158,7 +158,7 @@ pub async fn run(ctx: &Context, dry_run: bool) -> Result<()> {
         .filter(|c| !expired(c.labels.as_ref(), now))
         .filter_map(|c| c.labels.as_ref()?.get(LABEL_JOB).map(String::as_str))
         .collect();
-    let abandoned = direct::abandoned(&live).unwrap_or_else(|e| {
+    let abandoned = ctx.job_dirs().abandoned(&live).unwrap_or_else(|e| {
         output::warn(format!("could not look for abandoned job directories: {e}"));
         Vec::new()
     });

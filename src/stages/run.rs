@@ -12,14 +12,15 @@ use std::path::Path;
 use tokio_util::sync::CancellationToken;
 
 use super::Context;
-use super::prepare::ensure_running;
-use crate::docker::{self, shell};
+use crate::docker::script::{Outcome, ShellError};
+use crate::docker::state::{self, ensure_running};
+use crate::docker::{client, shell};
 use crate::error::{Error, Result};
 use crate::job::stage::{Target, target_of};
 use crate::naming::Names;
 use crate::output;
 
-pub async fn run(
+pub(crate) async fn run(
     ctx: &Context,
     script: &Path,
     stage: &str,
@@ -40,22 +41,22 @@ pub async fn run(
         path: script.to_owned(),
         source,
     })?;
-    let docker = docker::connect(&ctx.config, &ctx.env)?;
+    let docker = client::connect(&ctx.config, &ctx.env)?;
 
     match shell::run_script(&docker, container, &body, cancel).await {
-        Ok(shell::Outcome::Exited(0)) => Ok(()),
-        Ok(shell::Outcome::Exited(code)) => Err(Error::ScriptFailed {
+        Ok(Outcome::Exited(0)) => Ok(()),
+        Ok(Outcome::Exited(code)) => Err(Error::ScriptFailed {
             stage: stage.to_owned(),
             code: i32::try_from(code).unwrap_or(i32::MAX),
         }),
-        Ok(shell::Outcome::Cancelled) => Err(Error::Cancelled {
+        Ok(Outcome::Cancelled) => Err(Error::Cancelled {
             what: format!("stage {stage}"),
         }),
-        Err(shell::ShellError::ContainerMissing) => Err(Error::ContainerGone {
+        Err(ShellError::ContainerMissing) => Err(Error::ContainerGone {
             container: container.clone(),
             stage: stage.to_owned(),
         }),
-        Err(shell::ShellError::ContainerNotRunning) if target == Target::Build => {
+        Err(ShellError::ContainerNotRunning) if target == Target::Build => {
             let image = ctx.env.vars.get("CI_JOB_IMAGE").unwrap_or("the job image");
             ensure_running(&docker, container, image).await?;
             Err(Error::ContainerGone {
@@ -63,16 +64,18 @@ pub async fn run(
                 stage: stage.to_owned(),
             })
         }
-        Err(shell::ShellError::ContainerNotRunning) => Err(Error::ContainerGone {
+        Err(ShellError::ContainerNotRunning) => Err(Error::ContainerGone {
             container: container.clone(),
             stage: stage.to_owned(),
         }),
-        Err(shell::ShellError::Ended) => Err(stopped_during(&docker, container, stage).await),
-        Err(shell::ShellError::Docker(action, source)) => {
-            Err(Error::docker(action, container, source))
-        }
-        Err(shell::ShellError::Output(source)) => Err(Error::io("writing the job output", source)),
-        Err(shell::ShellError::Fifo(source)) => Err(Error::io("reading the job output", source)),
+        Err(ShellError::Ended) => Err(stopped_during(&docker, container, stage).await),
+        Err(ShellError::Docker(action, source)) => Err(Error::docker(action, container, source)),
+        Err(ShellError::Output(source)) => Err(Error::io("writing the job output", source)),
+        Err(ShellError::Fifo(source)) => Err(Error::io("reading the job output", source)),
+        Err(ShellError::NoExitStatus) => Err(Error::NoExitStatus {
+            container: container.clone(),
+            stage: stage.to_owned(),
+        }),
     }
 }
 
@@ -80,7 +83,7 @@ pub async fn run(
 /// doing and fails the job as the Docker executor does (code 137); anything else the driver
 /// could not finish is a system failure.
 async fn stopped_during(docker: &bollard::Docker, container: &str, stage: &str) -> Error {
-    let state = match docker::run_state(docker, container).await {
+    let state = match state::run_state(docker, container).await {
         Ok(state) => state,
         Err(e) => return Error::docker("inspect container", container, e),
     };

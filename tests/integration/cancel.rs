@@ -16,7 +16,7 @@ fn sigterm_stops_a_running_build_script_and_its_processes() {
     );
     running.wait_for_output("started");
     let signalled = Instant::now();
-    running.signal_group(libc::SIGTERM);
+    running.signal_group(Signal::TERM);
     let out = running.wait(Duration::from_secs(10));
     assert!(signalled.elapsed() < Duration::from_secs(10));
     out.assert_code(SYSTEM_FAILURE);

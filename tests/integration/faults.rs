@@ -239,7 +239,7 @@ fn a_sigkilled_prepare_is_cleaned_up_completely() {
         );
         std::thread::sleep(Duration::from_millis(50));
     }
-    running.signal_group(libc::SIGKILL);
+    running.signal_group(Signal::KILL);
     let out = running.wait(Duration::from_secs(10));
     assert_eq!(out.code, None, "killed by a signal");
     job.cleanup().assert_ok();
@@ -257,7 +257,7 @@ fn sigterm_stops_helper_and_after_script_stages_too() {
         let running = job.spawn_run(stage, "echo started\nsleep 600");
         running.wait_for_output("started");
         let signalled = Instant::now();
-        running.signal_group(libc::SIGTERM);
+        running.signal_group(Signal::TERM);
         let out = running.wait(Duration::from_secs(10));
         out.assert_code(SYSTEM_FAILURE);
         assert!(signalled.elapsed() < Duration::from_secs(10));
@@ -308,7 +308,7 @@ fn the_cache_survives_concurrent_writers_and_sigkills() {
         let mut survivors = Vec::new();
         for p in procs {
             if random(3) == 0 {
-                p.signal_group(libc::SIGKILL);
+                p.signal_group(Signal::KILL);
                 p.wait(Duration::from_secs(10));
             } else {
                 survivors.push(p);
@@ -395,8 +395,7 @@ impl PodmanService {
     }
 
     fn stop(&mut self) {
-        // SAFETY: signalling our own child.
-        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let _ = rustix::process::kill_process(Pid::from_child(&self.child), Signal::TERM);
         let _ = self.child.wait();
         let _ = std::fs::remove_file(self.socket());
     }

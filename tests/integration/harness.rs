@@ -13,6 +13,9 @@ use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+pub use rustix::process::{Pid, Signal};
+use rustix::process::{WaitOptions, kill_process_group, waitpid};
+
 pub const BUILD_FAILURE: i32 = 33;
 pub const SYSTEM_FAILURE: i32 = 34;
 
@@ -319,8 +322,7 @@ impl Job {
 
     /// The job's direct-output directory on the host (the driver's TMPDIR is the job's).
     pub fn direct_dir(&self) -> PathBuf {
-        // SAFETY: geteuid cannot fail.
-        let uid = unsafe { libc::geteuid() };
+        let uid = rustix::process::geteuid().as_raw();
         self.tmp
             .path()
             .join(format!("ecr-executor-{uid}"))
@@ -548,14 +550,10 @@ impl Running {
     }
 
     /// Sends `signal` to the process group, as the runner does.
-    pub fn signal_group(&self, signal: i32) {
-        let pid = self.child.id() as i32;
-        // SAFETY: plain syscall on a process group we created.
-        assert_eq!(
-            unsafe { libc::kill(-pid, signal) },
-            0,
-            "kill -{signal} -{pid}"
-        );
+    pub fn signal_group(&self, signal: Signal) {
+        let pid = Pid::from_child(&self.child);
+        kill_process_group(pid, signal)
+            .unwrap_or_else(|e| panic!("kill -{signal:?} -{pid:?}: {e}"));
     }
 
     pub fn wait(self, limit: Duration) -> Output {
@@ -565,7 +563,7 @@ impl Running {
     /// Cancels a running `prepare` as the runner does (SIGTERM to the group) and checks that
     /// it ends within 10 s as a cancelled system failure, and that cleanup leaves nothing.
     pub fn cancel_prepare(self, job: &Job) {
-        self.signal_group(libc::SIGTERM);
+        self.signal_group(Signal::TERM);
         // `wait` fails the test past its limit.
         let out = self.wait(Duration::from_secs(10));
         out.assert_code(SYSTEM_FAILURE);
@@ -579,31 +577,26 @@ impl Running {
     }
 }
 
-/// Waits for the process (killing its group past `limit`) and collects its rusage.
+/// Waits for the process (killing its group past `limit`), sampling its peak memory.
 fn wait(child: Child, stdout: PathBuf, stderr: PathBuf, limit: Duration) -> Output {
-    let pid = child.id() as i32;
+    let pid = Pid::from_child(&child);
     let start = Instant::now();
-    let mut status = 0;
-    // SAFETY: zeroed rusage is a valid out-parameter for wait4.
-    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
     let mut peak_rss_kib = 0;
-    loop {
-        peak_rss_kib = peak_rss_kib.max(vm_hwm_kib(pid));
-        // SAFETY: waiting on our own child with valid out-pointers.
-        let r = unsafe { libc::wait4(pid, &mut status, libc::WNOHANG, &mut usage) };
-        if r == pid {
-            break;
+    let status = loop {
+        peak_rss_kib = peak_rss_kib.max(vm_hwm_kib(pid.as_raw_nonzero().get()));
+        match waitpid(Some(pid), WaitOptions::NOHANG) {
+            Ok(Some((_, status))) => break status,
+            Ok(None) => {}
+            Err(e) => panic!("waitpid failed: {e}"),
         }
-        assert!(r == 0, "wait4 failed: {}", std::io::Error::last_os_error());
         if start.elapsed() > limit {
-            // SAFETY: killing the group we created.
-            unsafe { libc::kill(-pid, libc::SIGKILL) };
+            let _ = kill_process_group(pid, Signal::KILL);
             panic!("ecr-executor did not finish within {limit:?}");
         }
         std::thread::sleep(Duration::from_millis(20));
-    }
+    };
     std::mem::forget(child); // already reaped
-    let code = libc::WIFEXITED(status).then(|| libc::WEXITSTATUS(status));
+    let code = status.exit_status();
     Output {
         code,
         stdout_path: stdout,

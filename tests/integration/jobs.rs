@@ -207,7 +207,7 @@ fn a_stage_that_never_starts_says_why_after_a_minute() {
     );
     assert!(running.stdout_so_far().is_empty());
     // The runner cancels it in the end; the driver stops within seconds.
-    running.signal_group(libc::SIGTERM);
+    running.signal_group(Signal::TERM);
     running
         .wait(std::time::Duration::from_secs(15))
         .assert_code(SYSTEM_FAILURE);

@@ -1,12 +1,16 @@
 //! The one integration test binary. It plays GitLab Runner against the real Docker engine
 //! with images built by `scripts/build-test-images.sh`; run it through `scripts/test.sh`.
 
+// Test code: a failed unwrap is a failed test, and items are shared between test modules.
+#![allow(clippy::unwrap_used, unreachable_pub)]
+
 mod harness;
 
 mod cancel;
 mod cleanup;
 mod ecr;
 mod engine;
+mod exec;
 mod fake_aws;
 mod faults;
 mod jobs;

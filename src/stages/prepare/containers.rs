@@ -18,12 +18,14 @@ use bollard::models::{
     ContainerCreateBody, DeviceMapping, DeviceRequest, EndpointSettings, HostConfig, Mount,
     MountType, NetworkingConfig, ResourcesUlimits,
 };
-use bollard::query_parameters::{CreateContainerOptions, LogsOptions};
-use futures_util::StreamExt;
+use bollard::query_parameters::CreateContainerOptions;
 
 use super::plan::{Plan, ServicePlan};
-use crate::config::{Config, ContainerSettings, GpuRequest};
-use crate::docker::shell::{Access, direct};
+use crate::config::Config;
+use crate::config::container::{ContainerSettings, Device, Resources, Volume};
+use crate::config::units::GpuRequest;
+use crate::docker::direct;
+use crate::docker::shell::Access;
 use crate::error::{Error, Result};
 use crate::naming::Names;
 
@@ -33,7 +35,7 @@ const LINK_GITLAB_RUNNER: &str = "if ! command -v gitlab-runner >/dev/null 2>&1 
 h=$(command -v gitlab-runner-helper); then ln -s \"$h\" \"${h%/*}/gitlab-runner\"; fi";
 
 /// How the stages will reach the build and helper containers.
-pub struct StageAccess<'a> {
+pub(crate) struct StageAccess<'a> {
     pub access: Access,
     /// How long the stage shell (or sleep) keeps the container alive.
     pub lifetime_secs: u64,
@@ -41,7 +43,7 @@ pub struct StageAccess<'a> {
     pub direct: Option<&'a Path>,
 }
 
-pub fn build(
+pub(crate) fn build(
     config: &Config,
     names: &Names,
     plan: &Plan,
@@ -50,42 +52,36 @@ pub fn build(
     stages: &StageAccess,
 ) -> ContainerCreateBody {
     let c = &config.container;
-    let mut host = volumes(config, names, stages.direct);
-    host.network_mode = Some(format!("container:{}", names.helper));
-    host.privileged = Some(plan.privileged);
-    host.nano_cpus = c.cpus;
-    host.memory = c.memory;
-    host.memory_swap = c.memory_swap;
-    host.shm_size = c.shm_size;
-    host.cap_add = non_empty(&c.cap_add);
-    host.cap_drop = non_empty(&c.cap_drop);
-    host.security_opt = non_empty(&c.security_opt);
-    host.devices = devices(&c.devices);
-    host.tmpfs = (!c.tmpfs.is_empty()).then(|| c.tmpfs.clone().into_iter().collect());
-    host.memory_reservation = c.memory_reservation;
-    host.cpuset_cpus = c.cpuset_cpus.clone();
-    host.cpuset_mems = c.cpuset_mems.clone();
-    host.cpu_shares = c.cpu_shares;
-    host.cgroup_parent = c.cgroup_parent.clone();
-    host.oom_kill_disable = c.oom_kill_disable;
-    host.oom_score_adj = c.oom_score_adjust;
-    host.ulimits = (!c.ulimit.is_empty()).then(|| {
-        c.ulimit
-            .iter()
-            .map(|u| ResourcesUlimits {
-                name: Some(u.name.clone()),
-                soft: Some(u.soft),
-                hard: Some(u.hard),
-            })
-            .collect()
-    });
-    host.runtime = c.runtime.clone();
-    host.sysctls = (!c.sysctls.is_empty()).then(|| c.sysctls.clone().into_iter().collect());
-    host.userns_mode = c.userns_mode.clone();
-    host.ipc_mode = c.ipcmode.clone();
-    host.group_add = non_empty(&c.group_add);
-    host.device_cgroup_rules = non_empty(&c.device_cgroup_rules);
-    host.device_requests = c.gpus.as_ref().map(gpus);
+    let mounts = volumes(config, names, stages.direct);
+    let host = HostConfig {
+        network_mode: Some(format!("container:{}", names.helper)),
+        privileged: Some(plan.privileged),
+        cap_add: non_empty(&c.cap_add),
+        cap_drop: non_empty(&c.cap_drop),
+        cpuset_mems: c.cpuset_mems.clone(),
+        cpu_shares: c.cpu_shares,
+        oom_kill_disable: c.oom_kill_disable,
+        oom_score_adj: c.oom_score_adjust,
+        ulimits: (!c.ulimit.is_empty()).then(|| {
+            c.ulimit
+                .iter()
+                .map(|u| ResourcesUlimits {
+                    name: Some(u.name.clone()),
+                    soft: Some(u.soft),
+                    hard: Some(u.hard),
+                })
+                .collect()
+        }),
+        runtime: c.runtime.clone(),
+        sysctls: (!c.sysctls.is_empty()).then(|| c.sysctls.clone().into_iter().collect()),
+        userns_mode: c.userns_mode.clone(),
+        ipc_mode: c.ipcmode.clone(),
+        group_add: non_empty(&c.group_add),
+        device_cgroup_rules: non_empty(&c.device_cgroup_rules),
+        mounts: mounts.mounts,
+        binds: mounts.binds,
+        ..resources(&config.resources)
+    };
     let mut body = ContainerCreateBody {
         image: Some(image_id),
         user: plan.user.clone(),
@@ -102,7 +98,7 @@ pub fn build(
     body
 }
 
-pub fn helper(
+pub(crate) fn helper(
     config: &Config,
     names: &Names,
     plan: &Plan,
@@ -147,29 +143,21 @@ pub fn helper(
     body
 }
 
-pub fn service(
+pub(crate) fn service(
     config: &Config,
     names: &Names,
     service: &ServicePlan,
     image_id: String,
     labels: HashMap<String, String>,
 ) -> ContainerCreateBody {
-    let s = &config.services;
+    let dns = dns_settings(&config.container);
     let host = HostConfig {
         network_mode: Some(names.network.clone()),
         privileged: Some(service.privileged),
-        nano_cpus: s.cpus,
-        memory: s.memory,
-        memory_swap: s.memory_swap,
-        shm_size: s.shm_size,
-        tmpfs: (!s.tmpfs.is_empty()).then(|| s.tmpfs.clone().into_iter().collect()),
-        memory_reservation: s.memory_reservation,
-        cpuset_cpus: s.cpuset_cpus.clone(),
-        cgroup_parent: s.cgroup_parent.clone(),
-        security_opt: non_empty(&s.security_opt),
-        devices: devices(&s.devices),
-        device_requests: s.gpus.as_ref().map(gpus),
-        ..dns_settings(&config.container)
+        dns: dns.dns,
+        dns_search: dns.dns_search,
+        extra_hosts: dns.extra_hosts,
+        ..resources(&config.services.resources)
     };
     ContainerCreateBody {
         image: Some(image_id),
@@ -179,6 +167,24 @@ pub fn service(
         labels: Some(labels),
         host_config: Some(host),
         networking_config: endpoint(names, true, service.aliases.clone()),
+        ..Default::default()
+    }
+}
+
+/// The limits and devices build and service containers share, as the engine takes them.
+fn resources(r: &Resources) -> HostConfig {
+    HostConfig {
+        nano_cpus: r.cpus,
+        memory: r.memory,
+        memory_swap: r.memory_swap,
+        memory_reservation: r.memory_reservation,
+        shm_size: r.shm_size,
+        tmpfs: (!r.tmpfs.is_empty()).then(|| r.tmpfs.clone().into_iter().collect()),
+        cpuset_cpus: r.cpuset_cpus.clone(),
+        cgroup_parent: r.cgroup_parent.clone(),
+        security_opt: non_empty(&r.security_opt),
+        devices: (!r.devices.is_empty()).then(|| r.devices.iter().map(device).collect()),
+        device_requests: r.gpus.as_ref().map(gpus),
         ..Default::default()
     }
 }
@@ -203,11 +209,10 @@ fn volumes(config: &Config, names: &Names, direct: Option<&Path>) -> HostConfig 
     mounts.extend(direct.map(direct::mount));
     let mut binds = Vec::new();
     for spec in &config.container.volumes {
-        match spec.split(':').collect::<Vec<_>>()[..] {
-            // An anonymous volume, removed with the container.
-            [target] => mounts.push(volume(None, target, false)),
-            // `src:dst[:mode]`: Docker's bind syntax covers host paths and named volumes.
-            _ => binds.push(spec.clone()),
+        match spec {
+            Volume::Anonymous { target } => mounts.push(volume(None, target, false)),
+            // Docker's bind syntax covers host paths and named volumes.
+            Volume::Bind { .. } => binds.push(spec.to_string()),
         }
     }
     HostConfig {
@@ -221,23 +226,17 @@ fn dns_settings(c: &ContainerSettings) -> HostConfig {
     HostConfig {
         dns: non_empty(&c.dns),
         dns_search: non_empty(&c.dns_search),
-        extra_hosts: non_empty(&c.extra_hosts),
+        extra_hosts: (!c.extra_hosts.is_empty())
+            .then(|| c.extra_hosts.iter().map(ToString::to_string).collect()),
         ..Default::default()
     }
 }
 
-fn devices(specs: &[String]) -> Option<Vec<DeviceMapping>> {
-    (!specs.is_empty()).then(|| specs.iter().map(|d| device(d)).collect())
-}
-
-fn device(spec: &str) -> DeviceMapping {
-    let mut parts = spec.splitn(3, ':');
-    let host = parts.next().unwrap_or_default().to_owned();
-    let container = parts.next().map_or_else(|| host.clone(), str::to_owned);
+fn device(d: &Device) -> DeviceMapping {
     DeviceMapping {
-        path_on_host: Some(host),
-        path_in_container: Some(container),
-        cgroup_permissions: Some(parts.next().unwrap_or("rwm").to_owned()),
+        path_on_host: Some(d.host.clone()),
+        path_in_container: Some(d.container.clone()),
+        cgroup_permissions: Some(d.permissions.clone()),
     }
 }
 
@@ -268,7 +267,7 @@ fn endpoint(names: &Names, on_network: bool, aliases: Vec<String>) -> Option<Net
     })
 }
 
-pub async fn create_and_start(
+pub(crate) async fn create_and_start(
     docker: &Docker,
     name: &str,
     platform: Option<&str>,
@@ -279,7 +278,7 @@ pub async fn create_and_start(
 }
 
 /// Creates a container; a same-named one the leftover sweep missed is replaced.
-pub async fn create(
+pub(crate) async fn create(
     docker: &Docker,
     name: &str,
     platform: Option<&str>,
@@ -312,49 +311,9 @@ pub async fn create(
     Ok(())
 }
 
-pub async fn start(docker: &Docker, name: &str) -> Result<()> {
+pub(crate) async fn start(docker: &Docker, name: &str) -> Result<()> {
     docker
         .start_container(name, None)
         .await
         .map_err(|e| Error::docker("start container", name, e))
-}
-
-/// Fails with [`Error::EntrypointExited`] when the build container is no longer running.
-pub async fn ensure_running(docker: &Docker, container: &str, image: &str) -> Result<()> {
-    let state = crate::docker::run_state(docker, container)
-        .await
-        .map_err(|e| Error::docker("inspect container", container, e))?;
-    if state.running {
-        return Ok(());
-    }
-    let logs = last_log_lines(docker, container).await;
-    Err(Error::EntrypointExited {
-        container: container.to_owned(),
-        image: image.to_owned(),
-        exit_code: state.exit_code.unwrap_or(-1),
-        logs: if logs.is_empty() {
-            logs
-        } else {
-            format!(" Its last output:\n{logs}")
-        },
-    })
-}
-
-/// A container's last log lines (at most 20 lines, 8 KiB).
-pub async fn last_log_lines(docker: &Docker, container: &str) -> String {
-    let options = LogsOptions {
-        stdout: true,
-        stderr: true,
-        tail: "20".into(),
-        ..Default::default()
-    };
-    let mut logs = docker.logs(container, Some(options));
-    let mut text = String::new();
-    while let Some(Ok(chunk)) = logs.next().await {
-        text.push_str(&String::from_utf8_lossy(&chunk.into_bytes()));
-        if text.len() > 8192 {
-            break;
-        }
-    }
-    text.trim_end().to_owned()
 }

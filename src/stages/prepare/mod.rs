@@ -9,9 +9,9 @@
 //! objects it did not make are replaced. A failure leaves whatever was created for
 //! `cleanup`, which the runner always calls. SIGTERM aborts pulls and creates.
 
-pub mod containers;
-pub mod plan;
-pub mod services;
+pub(crate) mod containers;
+pub(crate) mod plan;
+pub(crate) mod services;
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -24,21 +24,22 @@ use tokio_util::sync::CancellationToken;
 
 use super::Context;
 use crate::auth::Resolver;
-use crate::docker::shell::{Access, direct};
-use crate::docker::{self, pull::ensure_image, resources::remove_job};
+use crate::docker::shell::Access;
+use crate::docker::state::ensure_running;
+use crate::docker::{client, direct, pull::ensure_image, resources::remove_job};
 use crate::error::{Error, Result};
-use crate::job::{JobIdentity, PullPolicy};
+use crate::job::JobIdentity;
 use crate::naming::{Lifetime, Names, Role};
 use crate::output;
+use crate::pull_policy::PullPolicy;
 
-pub use containers::ensure_running;
-pub use plan::{Plan, default_helper_image};
+pub(crate) use plan::Plan;
 
-pub async fn run(ctx: &Context, cancel: &CancellationToken) -> Result<()> {
+pub(crate) async fn run(ctx: &Context, cancel: &CancellationToken) -> Result<()> {
     let id = ctx.env.vars.identity()?;
     let payload = ctx.env.payload()?;
     let plan = Plan::resolve(ctx, &payload)?;
-    let docker = docker::connect(&ctx.config, &ctx.env)?;
+    let docker = client::connect(&ctx.config, &ctx.env)?;
     let auth = Resolver::new(&ctx.config, &ctx.env).with_job_credentials(&payload.credentials);
     tokio::select! {
         result = prepare(ctx, &docker, &id, &plan, &auth) => result,
@@ -134,13 +135,14 @@ async fn prepare(
         network,
     )?;
 
-    // Direct output (docker::shell::direct) when the engine shares this host; without a
+    // Direct output (docker::direct) when the engine shares this host; without a
     // directory for it, stages run over the attach.
-    let host = crate::docker::docker_host(config, &ctx.env);
+    let job_dirs = ctx.job_dirs();
+    let host = client::docker_host(config, &ctx.env);
     let direct_dir = (config.docker.direct_output
         && access == Access::Attach
         && direct::possible(&host, engine_kernel.as_deref()))
-    .then(|| direct::create_job_dir(&names.job))
+    .then(|| job_dirs.create(&names.job))
     .and_then(|made| {
         made.map_err(|e| output::warn(format!("direct output is off for this job: {e}")))
             .ok()
@@ -177,9 +179,9 @@ async fn prepare(
                 output::warn(format!(
                     "the Docker engine cannot see {}, so job output goes through the engine; \
                      share TMPDIR with the engine's host, or set [docker] direct_output = false",
-                    direct::job_dir(&names.job).display()
+                    job_dirs.of(&names.job).display()
                 ));
-                let _ = direct::remove_job_dir(&names.job);
+                let _ = job_dirs.remove(&names.job);
                 direct::unmount(&mut helper);
                 direct::unmount(&mut build);
                 containers::create(docker, &names.helper, None, &helper).await?;

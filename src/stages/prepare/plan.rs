@@ -5,20 +5,21 @@
 use super::super::Context;
 use crate::config::Config;
 use crate::error::{Error, Result};
-use crate::image_ref::ImageRef;
 use crate::job::payload::ServiceSpec;
-use crate::job::{JobPayload, JobVars, PullPolicy};
+use crate::job::{JobPayload, JobVars};
 use crate::policy::AllowList;
+use crate::pull_policy::PullPolicy;
+use crate::reference::ImageRef;
 
 /// Registry path of GitLab's helper images.
-pub const GITLAB_HELPER_REPOSITORY: &str =
+pub(crate) const GITLAB_HELPER_REPOSITORY: &str =
     "registry.gitlab.com/gitlab-org/gitlab-runner/gitlab-runner-helper";
 
 /// At most this many exposed ports of a service are waited for, as in the Docker executor.
 const MAX_HEALTHCHECK_PORTS: usize = 20;
 
 #[derive(Debug, Clone, PartialEq)]
-pub struct Plan {
+pub(crate) struct Plan {
     pub image: ImageRef,
     pub pull_policies: Vec<PullPolicy>,
     /// `None` keeps the image's ENTRYPOINT.
@@ -33,7 +34,7 @@ pub struct Plan {
 
 /// One service container.
 #[derive(Debug, Clone, PartialEq)]
-pub struct ServicePlan {
+pub(crate) struct ServicePlan {
     pub image: ImageRef,
     /// The image as the job wrote it, for messages.
     pub name: String,
@@ -50,7 +51,7 @@ pub struct ServicePlan {
 }
 
 impl Plan {
-    pub fn resolve(ctx: &Context, payload: &JobPayload) -> Result<Plan> {
+    pub(crate) fn resolve(ctx: &Context, payload: &JobPayload) -> Result<Plan> {
         let config = &ctx.config;
         let vars = &ctx.env.vars;
         let name = payload
@@ -60,7 +61,7 @@ impl Plan {
             .ok_or(Error::NoImage)?;
         let image = parse_image(name)?;
         check(
-            &allow_list("allowed_images", &config.allowed_images)?,
+            &config.allowed_images,
             "image",
             name,
             &image,
@@ -100,12 +101,8 @@ impl Plan {
 
         let privileged = config.privileged;
         if privileged {
-            let list = allow_list(
-                "allowed_privileged_images",
-                &config.allowed_privileged_images,
-            )?;
             check(
-                &list,
+                &config.allowed_privileged_images,
                 "privileged image",
                 name,
                 &image,
@@ -161,13 +158,6 @@ fn parse_image(name: &str) -> Result<ImageRef> {
     })
 }
 
-fn allow_list(setting: &'static str, patterns: &[String]) -> Result<AllowList> {
-    AllowList::new(setting, patterns).map_err(|message| Error::ConfigInvalid {
-        path: setting.into(),
-        message,
-    })
-}
-
 /// Checks an image against a list under both spellings (as written, and fully tagged).
 fn check(
     list: &AllowList,
@@ -217,7 +207,7 @@ fn services(
     {
         return Err(Error::TooManyServices { count, limit });
     }
-    let allowed = allow_list("allowed_services", &config.allowed_services)?;
+    let allowed = &config.allowed_services;
     let privileged = config.services.privileged.unwrap_or(config.privileged);
     // Privileged services are checked against their own list, else the images' list.
     let (privileged_setting, privileged_patterns) = if config.allowed_privileged_services.is_empty()
@@ -232,7 +222,7 @@ fn services(
             &config.allowed_privileged_services,
         )
     };
-    let privileged_list = allow_list(privileged_setting, privileged_patterns)?;
+    let privileged_list = privileged_patterns;
     let public_vars: Vec<String> = payload
         .variables
         .iter()
@@ -244,10 +234,10 @@ fn services(
         .filter(|s| !s.name.trim().is_empty())
         .map(|spec| {
             let image = parse_image(&spec.name)?;
-            check(&allowed, "service", &spec.name, &image, "allowed_services")?;
+            check(allowed, "service", &spec.name, &image, "allowed_services")?;
             if privileged {
                 check(
-                    &privileged_list,
+                    privileged_list,
                     "privileged service",
                     &spec.name,
                     &image,
@@ -298,7 +288,7 @@ fn services(
 
 /// The two names the Docker executor derives from a service image: the reference without tag
 /// or digest, with `/` turned into `__` and into `-`.
-pub fn derived_names(image: &ImageRef) -> Vec<String> {
+pub(crate) fn derived_names(image: &ImageRef) -> Vec<String> {
     let base = match &image.registry {
         Some(r) => format!("{r}/{}", image.repository),
         None => image.repository.clone(),
@@ -313,7 +303,7 @@ pub fn derived_names(image: &ImageRef) -> Vec<String> {
 }
 
 /// Ports to wait for: `HEALTHCHECK_TCP_PORT`, else the image's exposed TCP ports (first 20).
-pub fn healthcheck_ports(service: &ServicePlan, exposed: &[String]) -> Vec<u16> {
+pub(crate) fn healthcheck_ports(service: &ServicePlan, exposed: &[String]) -> Vec<u16> {
     if let Some(port) = service.healthcheck_port {
         return vec![port];
     }
@@ -331,7 +321,7 @@ pub fn healthcheck_ports(service: &ServicePlan, exposed: &[String]) -> Vec<u16> 
 
 /// GitLab's helper image for the runner's version and architecture, as the Docker executor
 /// picks it: `<arch>-v<version>`, or `<arch>-<revision>` for development builds.
-pub fn default_helper_image(vars: &JobVars) -> String {
+pub(crate) fn default_helper_image(vars: &JobVars) -> String {
     let arch = match vars
         .get("CI_RUNNER_EXECUTABLE_ARCH")
         .and_then(|a| a.rsplit('/').next())

@@ -18,22 +18,24 @@ use tokio::time::{Instant, timeout};
 
 use super::containers;
 use super::plan::{Plan, ServicePlan, healthcheck_ports};
-use crate::auth::{Resolver, TokenFetcher};
+use crate::auth::Resolver;
+use crate::auth::ecr::TokenFetcher;
 use crate::config::Config;
 use crate::docker::pull::ensure_image;
+use crate::docker::state;
 use crate::error::Result;
 use crate::naming::Names;
 use crate::output;
 
 /// A started service and the ports to wait for.
-pub struct Started<'p> {
+pub(crate) struct Started<'p> {
     pub container: String,
     pub plan: &'p ServicePlan,
     pub ports: Vec<u16>,
 }
 
 /// Pulls and starts every service concurrently.
-pub async fn start<'p, F: TokenFetcher>(
+pub(crate) async fn start<'p, F: TokenFetcher>(
     docker: &Docker,
     config: &Config,
     names: &Names,
@@ -71,7 +73,12 @@ pub async fn start<'p, F: TokenFetcher>(
 }
 
 /// Waits for every service's ports, warning about those that do not open in time.
-pub async fn wait(docker: &Docker, network: &str, services: &[Started<'_>], limit: Duration) {
+pub(crate) async fn wait(
+    docker: &Docker,
+    network: &str,
+    services: &[Started<'_>],
+    limit: Duration,
+) {
     if limit.is_zero() {
         return;
     }
@@ -111,7 +118,7 @@ pub async fn wait(docker: &Docker, network: &str, services: &[Started<'_>], limi
                 s.plan.name, s.container
             )),
             Wait::Closed(s, closed) => {
-                let logs = containers::last_log_lines(docker, &s.container).await;
+                let logs = state::last_log_lines(docker, &s.container).await;
                 output::warn(format!(
                     "service {} ({}) did not open port(s) {closed:?} within {}s; it probably did not start properly. Its last log lines:\n{}",
                     s.plan.name,

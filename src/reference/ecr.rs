@@ -7,9 +7,11 @@
 
 use std::fmt;
 
+use super::host::hostname;
+
 /// An AWS partition, derived from the hostname suffix (and region for GovCloud).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Partition {
+pub(crate) enum Partition {
     Aws,
     AwsCn,
     AwsUsGov,
@@ -21,7 +23,7 @@ pub enum Partition {
 }
 
 impl Partition {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Partition::Aws => "aws",
             Partition::AwsCn => "aws-cn",
@@ -35,7 +37,7 @@ impl Partition {
     }
 
     /// The partition a region belongs to when nothing else says (for `[[registry]]` aliases).
-    pub fn of_region(region: &str) -> Partition {
+    pub(crate) fn of_region(region: &str) -> Partition {
         if region.starts_with("cn-") {
             Partition::AwsCn
         } else if region.starts_with("us-gov-") {
@@ -76,12 +78,12 @@ const SUFFIXES: &[(&str, Partition)] = &[
 ];
 
 /// ECR Public's hostnames; its API lives only in us-east-1.
-pub const PUBLIC_HOSTS: &[&str] = &["public.ecr.aws", "ecr-public.aws.com"];
-pub const PUBLIC_REGION: &str = "us-east-1";
+pub(crate) const PUBLIC_HOSTS: &[&str] = &["public.ecr.aws", "ecr-public.aws.com"];
+pub(crate) const PUBLIC_REGION: &str = "us-east-1";
 
 /// An ECR registry recognised from its hostname.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub enum EcrHost {
+pub(crate) enum EcrHost {
     Private {
         registry_id: String,
         region: String,
@@ -93,7 +95,7 @@ pub enum EcrHost {
 
 /// Recognises an ECR hostname. Accepts what Docker calls a registry (`host[:port]`) and also
 /// a URL (`https://host/v2/`), as the credential helper does: only the hostname counts.
-pub fn parse_ecr_host(input: &str) -> Option<EcrHost> {
+pub(crate) fn parse_ecr_host(input: &str) -> Option<EcrHost> {
     let host = hostname(input).to_ascii_lowercase();
     if PUBLIC_HOSTS.contains(&host.as_str()) {
         return Some(EcrHost::Public);
@@ -129,31 +131,6 @@ pub fn parse_ecr_host(input: &str) -> Option<EcrHost> {
         partition,
         fips,
     })
-}
-
-/// The hostname of `host[:port]`, `scheme://host[:port]/path` or `[v6]:port`.
-pub fn hostname(input: &str) -> &str {
-    let s = input.trim();
-    let s = s.split_once("://").map_or(s, |(_, rest)| rest);
-    let s = s.split(['/', '?', '#']).next().unwrap_or("");
-    let s = s.rsplit_once('@').map_or(s, |(_, host)| host);
-    if let Some(v6) = s.strip_prefix('[') {
-        return v6.split(']').next().unwrap_or("");
-    }
-    match s.rsplit_once(':') {
-        Some((h, port)) if port.bytes().all(|b| b.is_ascii_digit()) => h,
-        _ => s,
-    }
-}
-
-/// `host[:port]` of a registry reference or URL, lower-cased: the key registries are matched on.
-pub fn registry_key(input: &str) -> String {
-    let s = input.trim();
-    let s = s.split_once("://").map_or(s, |(_, rest)| rest);
-    s.split(['/', '?', '#'])
-        .next()
-        .unwrap_or("")
-        .to_ascii_lowercase()
 }
 
 #[cfg(test)]
@@ -258,21 +235,6 @@ mod tests {
         ] {
             assert_eq!(parse_ecr_host(host), None, "{host}");
         }
-    }
-
-    #[test]
-    fn hostnames_and_keys() {
-        assert_eq!(
-            hostname("https://user@host.example:5000/v2/x"),
-            "host.example"
-        );
-        assert_eq!(hostname("[::1]:5000"), "::1");
-        assert_eq!(hostname("host"), "host");
-        assert_eq!(
-            registry_key("https://Host.Example:5000/v1/"),
-            "host.example:5000"
-        );
-        assert_eq!(registry_key("127.0.0.1:5000"), "127.0.0.1:5000");
     }
 
     #[test]

@@ -1,13 +1,21 @@
-//! Docker image references (`[host[:port]/]path[:tag][@digest]`), parsed and validated before
-//! anything is sent to Docker, so that a bad `image:` is a clear build failure.
+//! Image references and registry hosts, parsed once, the same way for the job image, services,
+//! the helper image, `auth check` and `exec`: a leaf every layer above may use.
+//!
+//! - [`ImageRef`]: `[host[:port]/]path[:tag][@digest]`, validated before anything is sent to
+//!   Docker, so that a bad `image:` is a clear build failure;
+//! - [`host`]: the host part of references and registry URLs;
+//! - [`ecr`]: which hosts are Amazon ECR registries, and of which account, region and partition.
+
+pub(crate) mod ecr;
+pub(crate) mod host;
 
 use std::fmt;
 
 /// Registry assumed for references without a host, as Docker does.
-pub const DEFAULT_REGISTRY: &str = "docker.io";
+pub(crate) const DEFAULT_REGISTRY: &str = "docker.io";
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ImageRef {
+pub(crate) struct ImageRef {
     /// Explicit registry host (with port), or `None` for Docker Hub.
     pub registry: Option<String>,
     /// Repository path below the registry, e.g. `library/alpine` or `team/app`.
@@ -17,7 +25,7 @@ pub struct ImageRef {
 }
 
 impl ImageRef {
-    pub fn parse(input: &str) -> Result<ImageRef, String> {
+    pub(crate) fn parse(input: &str) -> Result<ImageRef, String> {
         if input.is_empty() {
             return Err("the reference is empty".into());
         }
@@ -54,13 +62,13 @@ impl ImageRef {
     }
 
     /// The registry host this image is pulled from (`docker.io` when none is named).
-    pub fn registry_host(&self) -> &str {
+    pub(crate) fn registry_host(&self) -> &str {
         self.registry.as_deref().unwrap_or(DEFAULT_REGISTRY)
     }
 
     /// The reference to pull and inspect: a tag is always present unless a digest pins the
     /// image, because the Engine API pulls *every* tag of a repository when given none.
-    pub fn pull_reference(&self) -> String {
+    pub(crate) fn pull_reference(&self) -> String {
         let mut s = String::new();
         if let Some(r) = &self.registry {
             s.push_str(r);

@@ -5,13 +5,13 @@
 use aws_smithy_types::DateTime;
 use aws_smithy_types::date_time::Format;
 
-use super::{Resolver, Source};
+use super::Context;
+use crate::auth::{Resolver, Source};
 use crate::error::{Error, Result};
-use crate::image_ref::ImageRef;
 use crate::output;
-use crate::stages::Context;
+use crate::reference::ImageRef;
 
-pub async fn run(ctx: &Context, target: Option<&str>) -> Result<()> {
+pub(crate) async fn run(ctx: &Context, target: Option<&str>) -> Result<()> {
     let named = match target {
         Some(t) => t.to_owned(),
         None => {

@@ -35,7 +35,7 @@ enum Phase {
 /// Splits one stream (stdout or stderr) of a container into the stage's output and its
 /// marker lines.
 #[derive(Debug)]
-pub struct Scanner {
+pub(crate) struct Scanner {
     start: Vec<u8>,
     end: Vec<u8>,
     /// Searchers for both markers, built once: a stream passes through in thousands of chunks.
@@ -50,7 +50,7 @@ pub struct Scanner {
 }
 
 impl Scanner {
-    pub fn new(nonce: &str) -> Scanner {
+    pub(crate) fn new(nonce: &str) -> Scanner {
         let (start, end) = (
             format!("{nonce} S").into_bytes(),
             format!("{nonce} E").into_bytes(),
@@ -69,7 +69,7 @@ impl Scanner {
 
     /// A scanner for a stream that holds only this stage's output and end line (a FIFO of
     /// its own): no start line to wait for.
-    pub fn started(nonce: &str) -> Scanner {
+    pub(crate) fn started(nonce: &str) -> Scanner {
         Scanner {
             phase: Phase::Passing,
             ..Scanner::new(nonce)
@@ -78,27 +78,27 @@ impl Scanner {
 
     /// Whether this stream has nothing more for the stage: its end line has been read in
     /// full, or its start line said the output goes elsewhere.
-    pub fn done(&self) -> bool {
+    pub(crate) fn done(&self) -> bool {
         matches!(self.phase, Phase::Done | Phase::Diverted)
     }
 
     /// Whether the start line said the stage's output goes elsewhere.
-    pub fn diverted(&self) -> bool {
+    pub(crate) fn diverted(&self) -> bool {
         self.phase == Phase::Diverted
     }
 
     /// The text after the start marker (trimmed), once its line is complete.
-    pub fn start_extra(&self) -> Option<&str> {
+    pub(crate) fn start_extra(&self) -> Option<&str> {
         self.start_extra.as_deref()
     }
 
     /// The text after the end marker (trimmed), once its line is complete.
-    pub fn end_extra(&self) -> Option<&str> {
+    pub(crate) fn end_extra(&self) -> Option<&str> {
         self.end_extra.as_deref()
     }
 
     /// Feeds the next chunk of the stream; the stage's output goes to `sink` as it is found.
-    pub fn feed(
+    pub(crate) fn feed(
         &mut self,
         mut data: &[u8],
         sink: &mut impl FnMut(&[u8]) -> io::Result<()>,
