@@ -1,4 +1,4 @@
-//! Creating and removing the per-job containers, volumes and network.
+//! Removing a job's containers, volumes and network (they are created by `prepare`).
 //!
 //! Removal needs no saved state: it finds a job's resources by the [`LABEL_JOB`] label that
 //! everything the driver creates carries, removes them concurrently, and treats "already gone"

@@ -1,7 +1,7 @@
 //! Running a stage script in a container through the container's own shell.
 //!
-//! The build and helper containers run [`container_command`]: a shell, the *stage shell*,
-//! that reads commands from the container's stdin, which the engine keeps open between
+//! The build and helper containers run [`Access::configure`]'s command: a shell, the *stage
+//! shell*, that reads commands from the container's stdin, which the engine keeps open between
 //! attaches. A stage attaches to the container, writes the stage shell a short program and
 //! copies the container's output, frame by frame as it arrives, until the program's end
 //! markers. The program prints a start marker on both streams (anything before it is a

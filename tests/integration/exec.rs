@@ -21,7 +21,10 @@ fn job_key(out: &Output) -> String {
 
 /// The test config, with the job image pulled every time.
 fn always() -> String {
-    BASE_CONFIG.replace("pull_policy = [\"if-not-present\"]", "pull_policy = [\"always\"]")
+    BASE_CONFIG.replace(
+        "pull_policy = [\"if-not-present\"]",
+        "pull_policy = [\"always\"]",
+    )
 }
 
 fn exec(job: &Job, image: &str, script: &[&str]) -> Output {
