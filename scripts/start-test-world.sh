@@ -43,9 +43,13 @@ moto_port=$(free_port)
 "$venv/bin/moto_server" -H 127.0.0.1 -p "$moto_port" >"$run/moto.log" 2>&1 &
 pids+=($!)
 
-# /etc/hosts: the ECR hostnames of both test accounts point at loopback.
-for account in $RUNNER_ACCOUNT $JOB_ACCOUNT; do
-  name="$account.dkr.ecr.$REGION.amazonaws.com"
+# /etc/hosts: the ECR hostnames of both test accounts point at loopback, and so do the FIPS
+# registry and API names, so that an SDK resolving FIPS endpoints itself reaches the tests'
+# stand-in there (and never the network).
+for name in $RUNNER_ACCOUNT.dkr.ecr.$REGION.amazonaws.com $JOB_ACCOUNT.dkr.ecr.$REGION.amazonaws.com \
+  $RUNNER_ACCOUNT.dkr.ecr-fips.$REGION.amazonaws.com ecr-fips.$REGION.amazonaws.com \
+  sts-fips.$REGION.amazonaws.com api.ecr.$REGION.amazonaws.com sts.$REGION.amazonaws.com \
+  sts.amazonaws.com; do
   grep -q " $name\$" /etc/hosts || echo "127.0.0.1 $name" >>/etc/hosts
 done
 

@@ -9,7 +9,7 @@
 
 use std::path::PathBuf;
 
-use crate::pull_policy::PullPolicy;
+use crate::pull_policy::PolicySource;
 
 /// Whether GitLab Runner should treat an error as the job's failure or the runner's.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -55,20 +55,41 @@ pub(crate) enum Error {
     InvalidImage { image: String, reason: String },
 
     #[error(
-        "pull policy {policy} requested by the job is not allowed (allowed: {allowed}); \
-         change the job's `image: pull_policy` or add it to `allowed_pull_policies` in the driver config"
+        "invalid pull policy for image {image}: pull_policy {requested} (from {from}) is not \
+         one of the allowed_pull_policies {allowed}; {}",
+        match .from {
+            PolicySource::Job => "change the job's `image: pull_policy` (or the service's) or \
+                ask the runner's operator to allow one of them",
+            PolicySource::Runner | PolicySource::Default => "the runner's operator should set \
+                `pull_policy` to policies `allowed_pull_policies` lists",
+        }
     )]
-    PullPolicyNotAllowed { policy: PullPolicy, allowed: String },
+    PullPolicyNotAllowed {
+        image: String,
+        requested: String,
+        from: PolicySource,
+        allowed: String,
+    },
 
     #[error(
-        "the {kind} {name:?} is not allowed by `{setting}` in the driver config; \
-         change the job's .gitlab-ci.yml or ask the runner's operator to change `{setting}`"
+        "the {kind} {name:?} is not on `{setting}` in the driver config ({}); change the job's \
+         .gitlab-ci.yml or ask the runner's operator to change `{setting}`",
+        .allowed.join(", ")
     )]
     NotAllowed {
         kind: &'static str,
         name: String,
         setting: &'static str,
+        /// What the setting allows, as the operator wrote it.
+        allowed: Vec<String>,
     },
+
+    #[error(
+        "the job overrides the ENTRYPOINT of image {image:?}, which `disable_entrypoint_overwrite` \
+         in the driver config forbids; remove `entrypoint:` from the job's `image:` or ask the \
+         runner's operator to allow it"
+    )]
+    EntrypointOverride { image: String },
 
     #[error(
         "the job asks for {count} services, more than the {limit} allowed by `[services] limit` \
@@ -233,6 +254,7 @@ impl Error {
             | Error::InvalidImage { .. }
             | Error::PullPolicyNotAllowed { .. }
             | Error::NotAllowed { .. }
+            | Error::EntrypointOverride { .. }
             | Error::TooManyServices { .. }
             | Error::EntrypointExited { .. }
             | Error::NoIdToken { .. }

@@ -60,18 +60,11 @@ impl AllowList {
         &self.patterns
     }
 
-    /// Whether any of `names` (spellings of one image) is allowed.
-    pub(crate) fn allows(&self, names: &[&str]) -> bool {
-        if names
-            .iter()
-            .any(|n| self.deny.iter().any(|d| d.is_match(n)))
-        {
-            return false;
-        }
-        self.allow.is_empty()
-            || names
-                .iter()
-                .any(|n| self.allow.iter().any(|a| a.is_match(n)))
+    /// Whether `name` is allowed: it matches no `!` pattern, and some other pattern (or the
+    /// list has none).
+    pub(crate) fn allows(&self, name: &str) -> bool {
+        !self.deny.iter().any(|d| d.is_match(name))
+            && (self.allow.is_empty() || self.allow.iter().any(|a| a.is_match(name)))
     }
 }
 
@@ -83,18 +76,53 @@ mod tests {
         AllowList::try_from(p.iter().map(|s| s.to_string()).collect::<Vec<_>>()).unwrap()
     }
 
+    /// GitLab Runner's `allowed_images_test.go` cases and their neighbours: the name is matched
+    /// as written, never with `:latest` or `library/` added; `*` stays within a segment.
     #[test]
-    fn globs_follow_doublestar_rules() {
+    fn names_match_as_written_with_doublestar_rules() {
+        for (pattern, name, allowed) in [
+            ("*/*:*", "library/ruby", false),
+            ("*/*:*", "library/ruby:latest", true),
+            ("*/*:*", "ruby", false),
+            ("*", "ruby", true),
+            ("*", "ruby:latest", true),
+            ("*", "my.registry.tld/ruby", false),
+            ("**/*", "ruby", true),
+            ("**/*", "my.registry.tld/group/ruby:2", true),
+            ("ruby:*", "ruby:2.6", true),
+            ("ruby:*", "ruby", false),
+            ("ruby", "ruby:latest", false),
+            (
+                "my.registry.tld/*/*/*",
+                "my.registry.tld/group/subgroup/ruby",
+                true,
+            ),
+            ("my.registry.tld/*/*", "my.registry.tld/ruby", false),
+            (
+                "*.dkr.ecr.*.amazonaws.com/**",
+                "1.dkr.ecr.eu-west-1.amazonaws.com/a/b:1",
+                true,
+            ),
+        ] {
+            assert_eq!(
+                list(&[pattern]).allows(name),
+                allowed,
+                "{pattern} vs {name}"
+            );
+        }
+    }
+
+    #[test]
+    fn an_empty_list_allows_all_and_exclusions_win() {
+        assert!(list(&[]).allows("anything/at:all"));
         let l = list(&["ruby:*", "registry.example.com/team/**", "!ruby:*-alpine"]);
-        assert!(l.allows(&["ruby:3.3"]));
-        assert!(!l.allows(&["ruby:3.3-alpine"]));
-        assert!(l.allows(&["registry.example.com/team/a/b:1"]));
-        assert!(!l.allows(&["registry.example.com/other/a:1"]));
-        assert!(!l.allows(&["python:3"]));
-        assert!(list(&[]).allows(&["anything"]));
-        assert!(list(&["!evil/*"]).allows(&["good:1"]));
-        assert!(!list(&["!evil/*"]).allows(&["evil/x"]));
-        assert!(!list(&["*"]).allows(&["team/app"]), "* does not cross /");
+        assert!(l.allows("ruby:3.3"));
+        assert!(!l.allows("ruby:3.3-alpine"));
+        assert!(l.allows("registry.example.com/team/a/b:1"));
+        assert!(!l.allows("registry.example.com/other/a:1"));
+        assert!(list(&["!evil/*"]).allows("good:1"));
+        assert!(!list(&["!evil/*"]).allows("evil/x"));
+        assert_eq!(l.patterns().len(), 3);
     }
 
     #[test]

@@ -46,10 +46,23 @@ pub(crate) struct FetchedToken {
 pub(crate) struct AwsFetcher {
     pub attempt_timeout: Duration,
     pub max_attempts: u32,
+    /// The environment names an AWS endpoint, which the SDK refuses to combine with FIPS.
+    pub endpoint_configured: bool,
 }
 
 impl AwsFetcher {
-    async fn sdk_config(&self, region: &str, profile: Option<&str>, anonymous: bool) -> SdkConfig {
+    /// The SDK's configuration for one fetch. For a FIPS registry, ECR and STS are asked for
+    /// their FIPS endpoints (`ecr-fips.<region>`, `sts-fips.<region>` or the partition's
+    /// equivalent), unless the environment names an endpoint: the SDK refuses FIPS with a
+    /// custom endpoint ("FIPS and custom endpoint are not supported"), and an operator who
+    /// names one (a FIPS VPC endpoint, say) means it as given, as amazon-ecs-agent does.
+    async fn sdk_config(
+        &self,
+        region: &str,
+        profile: Option<&str>,
+        anonymous: bool,
+        fips: bool,
+    ) -> SdkConfig {
         let mut loader = aws_config::defaults(BehaviorVersion::latest())
             .region(Region::new(region.to_owned()))
             .retry_config(RetryConfig::standard().with_max_attempts(self.max_attempts))
@@ -64,6 +77,11 @@ impl AwsFetcher {
         }
         if anonymous {
             loader = loader.no_credentials();
+        }
+        if fips && !self.endpoint_configured {
+            loader = loader.use_fips(true);
+        } else if fips {
+            tracing::debug!("FIPS registry: using the configured AWS endpoint as given");
         }
         loader.load().await
     }
@@ -81,7 +99,7 @@ impl TokenFetcher for AwsFetcher {
         let (sdk, credentials) = match identity {
             Identity::Runner { role_arn, profile } => {
                 let sdk = self
-                    .sdk_config(&target.region, profile.as_deref(), false)
+                    .sdk_config(&target.region, profile.as_deref(), false, target.fips)
                     .await;
                 let credentials = match role_arn {
                     None => None,
@@ -100,7 +118,9 @@ impl TokenFetcher for AwsFetcher {
                 (sdk, credentials)
             }
             Identity::Job { role_arn, token } => {
-                let sdk = self.sdk_config(&target.region, None, true).await;
+                let sdk = self
+                    .sdk_config(&target.region, None, true, target.fips)
+                    .await;
                 let out = aws_sdk_sts::Client::new(&sdk)
                     .assume_role_with_web_identity()
                     .role_arn(role_arn)

@@ -89,6 +89,7 @@ impl<'a> Resolver<'a, AwsFetcher> {
         let fetcher = AwsFetcher {
             attempt_timeout: Duration::from_secs(config.ecr.timeout_seconds),
             max_attempts: config.ecr.max_attempts,
+            endpoint_configured: env.aws_endpoint_configured,
         };
         Resolver::with_fetcher(config, env, fetcher)
     }
@@ -135,17 +136,20 @@ impl<'a, F: TokenFetcher> Resolver<'a, F> {
             k == key || (!k.contains(':') && k == name)
         });
         let parsed = parse_ecr_host(host);
-        let (registry_id, region, partition) = match (&parsed, entry) {
+        let (registry_id, region, partition, fips) = match (&parsed, entry) {
             (None, None) => return None,
-            (Some(EcrHost::Public), _) => {
-                (None, registry::PUBLIC_REGION.to_owned(), Partition::Aws)
-            }
+            (Some(EcrHost::Public), _) => (
+                None,
+                registry::PUBLIC_REGION.to_owned(),
+                Partition::Aws,
+                false,
+            ),
             (
                 Some(EcrHost::Private {
                     registry_id,
                     region,
                     partition,
-                    ..
+                    fips,
                 }),
                 e,
             ) => (
@@ -156,11 +160,12 @@ impl<'a, F: TokenFetcher> Resolver<'a, F> {
                 e.and_then(|e| e.region.clone())
                     .unwrap_or_else(|| region.clone()),
                 *partition,
+                *fips,
             ),
             (None, Some(e)) => {
                 let region = e.region.clone()?;
                 let partition = Partition::of_region(&region);
-                (Some(e.registry_id.clone()?), region, partition)
+                (Some(e.registry_id.clone()?), region, partition, false)
             }
         };
         let ecr = &self.config.ecr;
@@ -169,6 +174,7 @@ impl<'a, F: TokenFetcher> Resolver<'a, F> {
             registry_id,
             region,
             partition,
+            fips,
             mode: entry.and_then(|e| e.identity).unwrap_or(ecr.identity),
             role_arn: entry
                 .and_then(|e| e.role_arn.clone())
@@ -212,7 +218,7 @@ impl<'a, F: TokenFetcher> Resolver<'a, F> {
             }
             Some(requested) => {
                 if !target.allowed_job_roles.is_empty()
-                    && target.allowed_job_roles.allows(&[requested])
+                    && target.allowed_job_roles.allows(requested)
                 {
                     Ok(requested.to_owned())
                 } else {

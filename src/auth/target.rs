@@ -16,6 +16,8 @@ pub(crate) struct EcrTarget {
     pub registry_id: Option<String>,
     pub region: String,
     pub partition: Partition,
+    /// A FIPS hostname (`dkr.ecr-fips`, `dkr-ecr-fips`): the token comes from FIPS endpoints.
+    pub fips: bool,
     pub mode: IdentityMode,
     pub role_arn: Option<String>,
     pub profile: Option<String>,

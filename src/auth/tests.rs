@@ -80,14 +80,14 @@ fn job_roles_match_the_allow_list_globs() {
         AllowList::try_from(patterns.iter().map(|p| p.to_string()).collect::<Vec<_>>()).unwrap()
     };
     let ci = roles(&["arn:aws:iam::1:role/ci-*"]);
-    assert!(ci.allows(&["arn:aws:iam::1:role/ci-build"]));
-    assert!(!ci.allows(&["arn:aws:iam::1:role/admin"]));
+    assert!(ci.allows("arn:aws:iam::1:role/ci-build"));
+    assert!(!ci.allows("arn:aws:iam::1:role/admin"));
     assert!(
-        !ci.allows(&["arn:aws:iam::1:role/ci-x/nested"]),
+        !ci.allows("arn:aws:iam::1:role/ci-x/nested"),
         "* stays in one segment"
     );
-    assert!(roles(&["arn:aws:iam::1:role/**"]).allows(&["arn:aws:iam::1:role/team/ci"]));
-    assert!(!roles(&["exact"]).allows(&["exactly"]));
+    assert!(roles(&["arn:aws:iam::1:role/**"]).allows("arn:aws:iam::1:role/team/ci"));
+    assert!(!roles(&["exact"]).allows("exactly"));
 }
 
 #[test]
@@ -145,6 +145,37 @@ fn targets_from_hostnames_and_registry_entries() {
     assert!(r.ecr_target("docker.io").is_none());
     let t = r.ecr_target("public.ecr.aws").unwrap();
     assert_eq!((t.registry_id, t.region.as_str()), (None, "us-east-1"));
+    assert!(!t.fips);
+}
+
+/// Point 5 of the parity issue: a FIPS hostname keeps its FIPS flag up to the fetcher, which
+/// asks the SDK for FIPS endpoints unless the environment names an endpoint.
+#[test]
+fn fips_hostnames_reach_the_fetcher_as_fips() {
+    let c = config("");
+    let e = env(&[]);
+    let r = Resolver::with_fetcher(&c, &e, Fake::new(3600));
+    for (host, fips) in [
+        ("123456789012.dkr.ecr-fips.us-east-1.amazonaws.com", true),
+        ("123456789012.dkr-ecr-fips.us-east-1.on.aws", true),
+        (
+            "123456789012.dkr.ecr-fips.us-gov-west-1.amazonaws.com",
+            true,
+        ),
+        ("123456789012.dkr.ecr.us-east-1.amazonaws.com", false),
+        ("123456789012.dkr-ecr.us-east-1.on.aws", false),
+    ] {
+        assert_eq!(r.ecr_target(host).unwrap().fips, fips, "{host}");
+    }
+    let ecr = |pairs: &[(&str, &str)]| env(pairs).aws_endpoint_configured;
+    assert!(!ecr(&[]));
+    assert!(ecr(&[("AWS_ENDPOINT_URL", "http://127.0.0.1:1")]));
+    assert!(ecr(&[("AWS_ENDPOINT_URL_ECR", "https://vpce.example")]));
+    assert!(ecr(&[("AWS_ENDPOINT_URL_STS", "https://vpce.example")]));
+    assert!(!ecr(&[
+        ("AWS_ENDPOINT_URL", "http://127.0.0.1:1"),
+        ("AWS_IGNORE_CONFIGURED_ENDPOINT_URLS", "true")
+    ]));
 }
 
 #[test]

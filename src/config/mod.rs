@@ -23,7 +23,7 @@ use self::ecr::{EcrConfig, RegistryConfig};
 use crate::error::{Error, Result};
 use crate::naming::LABEL_PREFIX;
 use crate::policy::AllowList;
-use crate::pull_policy::PullPolicy;
+use crate::pull_policy::{PolicySource, PullPolicy};
 use crate::reference::ecr::parse_ecr_host;
 
 /// Where the driver looks when no path is given.
@@ -38,7 +38,7 @@ pub(crate) struct Config {
     /// matching the runner's version and architecture.
     pub helper_image: Option<String>,
     /// Policies tried in order for the job image when the job sets none.
-    pub pull_policy: PullPolicies,
+    pub pull_policy: Option<PullPolicies>,
     /// Policies a job may ask for with `image: pull_policy`. Default: `pull_policy`.
     pub allowed_pull_policies: Option<Vec<PullPolicy>>,
     /// Where the per-job builds volume is mounted in both containers.
@@ -91,7 +91,7 @@ impl Default for Config {
         Config {
             default_image: None,
             helper_image: None,
-            pull_policy: PullPolicies(vec![PullPolicy::Always]),
+            pull_policy: None,
             allowed_pull_policies: None,
             builds_dir: "/builds".into(),
             cache_dir: "/cache".into(),
@@ -209,11 +209,22 @@ impl Config {
         Ok(config)
     }
 
-    /// The policies a job may request.
+    /// The policies for an image whose job names none, and where they come from:
+    /// `pull_policy`, else `always`.
+    pub(crate) fn pull_policies(&self) -> (&[PullPolicy], PolicySource) {
+        match &self.pull_policy {
+            Some(PullPolicies(list)) => (list, PolicySource::Runner),
+            None => (&[PullPolicy::Always], PolicySource::Default),
+        }
+    }
+
+    /// The policies a job may request: `allowed_pull_policies` when it lists any, else the
+    /// configured ones (GitLab Runner's `GetAllowedPullPolicies`).
     pub(crate) fn allowed_pull_policies(&self) -> &[PullPolicy] {
-        self.allowed_pull_policies
-            .as_deref()
-            .unwrap_or(&self.pull_policy.0)
+        match &self.allowed_pull_policies {
+            Some(list) if !list.is_empty() => list,
+            _ => self.pull_policies().0,
+        }
     }
 }
 
@@ -237,7 +248,10 @@ mod tests {
         let c = Config::parse("").unwrap();
         assert_eq!(c.builds_dir, "/builds");
         assert_eq!(c.cache_dir, "/cache");
-        assert_eq!(c.pull_policy.0, vec![PullPolicy::Always]);
+        assert_eq!(
+            c.pull_policies(),
+            (&[PullPolicy::Always][..], PolicySource::Default)
+        );
         assert_eq!(c.allowed_pull_policies(), &[PullPolicy::Always]);
         assert!(!c.network_per_job);
     }
@@ -260,8 +274,8 @@ mod tests {
         .unwrap();
         assert_eq!(c.default_image.as_deref(), Some("alpine:3.20"));
         assert_eq!(
-            c.pull_policy.0,
-            vec![PullPolicy::IfNotPresent, PullPolicy::Always]
+            c.pull_policies().0,
+            [PullPolicy::IfNotPresent, PullPolicy::Always]
         );
         assert_eq!(c.allowed_pull_policies().len(), 3);
         assert_eq!(c.docker.host.as_deref(), Some("unix:///run/docker.sock"));

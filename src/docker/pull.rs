@@ -70,6 +70,17 @@ async fn local_id(docker: &Docker, reference: &str) -> Result<Option<ImageInspec
     match docker.inspect_image(reference).await {
         Ok(image) => Ok(Some(image)),
         Err(e) if is_not_found(&e) => Ok(None),
+        // The reference passed Docker's grammar here, but this engine's is older (IPv6
+        // registry hosts came later): still the job's reference, not the engine's failure.
+        Err(bollard::errors::Error::DockerResponseServerError {
+            status_code: 400,
+            message,
+        }) if message.contains("invalid reference format") => Err(Error::InvalidImage {
+            image: reference.to_owned(),
+            reason: "this Docker engine does not accept it as a reference (older engines \
+                     refuse IPv6 registry hosts)"
+                .into(),
+        }),
         Err(e) => Err(Error::docker("inspect image", reference, e)),
     }
 }

@@ -68,6 +68,9 @@ pub(crate) struct Env {
     /// What selects the runner's AWS identity, for the cache key's fingerprint (the values
     /// are hashed, never stored or printed).
     pub aws_identity_hints: Vec<(String, String)>,
+    /// An AWS endpoint is set in the environment for ECR or STS (`AWS_ENDPOINT_URL`,
+    /// `AWS_ENDPOINT_URL_ECR`, ...), and not ignored (`AWS_IGNORE_CONFIGURED_ENDPOINT_URLS`).
+    pub aws_endpoint_configured: bool,
 }
 
 impl fmt::Debug for Env {
@@ -94,6 +97,7 @@ impl Env {
         let mut env = Env::default();
         let mut build = None;
         let mut system = None;
+        let (mut endpoint_set, mut endpoint_ignored) = (false, false);
         for (key, value) in pairs {
             let Some(key) = key.to_str() else { continue };
             let value = value.to_string_lossy().into_owned();
@@ -117,6 +121,13 @@ impl Env {
                 "DOCKER_CONFIG" => env.docker_config_dir = non_empty(value).map(PathBuf::from),
                 "HOME" => env.home = non_empty(value).map(PathBuf::from),
                 "XDG_CACHE_HOME" => env.xdg_cache_home = non_empty(value).map(PathBuf::from),
+                "AWS_ENDPOINT_URL"
+                | "AWS_ENDPOINT_URL_ECR"
+                | "AWS_ENDPOINT_URL_ECR_PUBLIC"
+                | "AWS_ENDPOINT_URL_STS" => endpoint_set |= !value.is_empty(),
+                "AWS_IGNORE_CONFIGURED_ENDPOINT_URLS" => {
+                    endpoint_ignored = value.eq_ignore_ascii_case("true")
+                }
                 "AWS_ACCESS_KEY_ID"
                 | "AWS_PROFILE"
                 | "AWS_DEFAULT_PROFILE"
@@ -130,6 +141,7 @@ impl Env {
             }
         }
         env.exit_codes = env.read_exit_codes(build, system);
+        env.aws_endpoint_configured = endpoint_set && !endpoint_ignored;
         env
     }
 

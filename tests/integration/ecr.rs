@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use base64::Engine;
 use serde_json::json;
 
-use crate::fake_aws::{FakeAws, Reply, STS_SECRET_KEY, STS_SESSION_TOKEN};
+use crate::fake_aws::{AwsNames, FakeAws, Reply, STS_SECRET_KEY, STS_SESSION_TOKEN};
 use crate::harness::*;
 
 /// A job whose image must really be pulled (policy `always`), from a loopback registry.
@@ -493,4 +493,73 @@ fn job_and_helper_images_on_two_registries_are_authenticated_concurrently() {
     let out = job.run("get_sources", "gitlab-runner --version");
     out.assert_ok();
     assert!(out.stdout().contains("stand-in"), "{}", out.all());
+}
+
+/// Point 5 of the parity issue: a FIPS registry gets its token from FIPS endpoints, with no
+/// setting of the operator's. The SDK resolves its endpoints itself here (no endpoint URL):
+/// the test world sends AWS's names to loopback, where the stand-in sees which one it chose.
+#[test]
+fn fips_registries_get_their_tokens_from_fips_endpoints() {
+    let fake = FakeAws::start();
+    let names = AwsNames::start(
+        &fake,
+        &[
+            "ecr-fips.eu-west-1.amazonaws.com",
+            "sts-fips.eu-west-1.amazonaws.com",
+            "api.ecr.eu-west-1.amazonaws.com",
+            "sts.eu-west-1.amazonaws.com",
+            "sts.amazonaws.com",
+        ],
+    );
+    let w = world();
+    let image = format!(
+        "{RUNNER_ACCOUNT}.dkr.ecr-fips.{REGION}.amazonaws.com:{}/ecr-executor-test/busybox:latest",
+        w.runner_port
+    );
+    let fips = |builder: JobBuilder| {
+        builder
+            .runner_env("AWS_ACCESS_KEY_ID", "testing")
+            .runner_env("AWS_SECRET_ACCESS_KEY", "testing")
+            .runner_env("AWS_EC2_METADATA_DISABLED", "true")
+            .runner_env("SSL_CERT_FILE", names.ca().to_str().unwrap())
+            .build()
+    };
+    fips(pulling(&image).config("[ecr]\ncache = false")).prepare_ok();
+    assert_eq!(
+        fake.hosts("GetAuthorizationToken"),
+        ["ecr-fips.eu-west-1.amazonaws.com"]
+    );
+
+    let job = fips(
+        pulling(&image)
+            .secret_var("ECR_ID_TOKEN", ID_TOKEN)
+            .config(&format!(
+                "[ecr]\nidentity = \"job\"\nrole_arn = \"{JOB_ROLE}\""
+            )),
+    );
+    job.prepare_ok();
+    assert_eq!(
+        fake.hosts("AssumeRoleWithWebIdentity"),
+        ["sts-fips.eu-west-1.amazonaws.com"]
+    );
+    assert_eq!(
+        fake.hosts("GetAuthorizationToken")
+            .last()
+            .map(String::as_str),
+        Some("ecr-fips.eu-west-1.amazonaws.com")
+    );
+
+    // An endpoint the operator names is used as given: the SDK refuses FIPS beside one.
+    let given = pulling(&image)
+        .aws(&fake.url)
+        .config("[ecr]\ncache = false")
+        .build();
+    given.prepare_ok();
+    let host = fake.url.trim_start_matches("http://");
+    assert_eq!(
+        fake.hosts("GetAuthorizationToken")
+            .last()
+            .map(String::as_str),
+        Some(host)
+    );
 }

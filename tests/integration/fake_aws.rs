@@ -33,6 +33,8 @@ pub const STS_SESSION_TOKEN: &str = "FAKESTSSESSIONTOKEN0123456789SESSION";
 struct State {
     replies: HashMap<&'static str, Reply>,
     calls: HashMap<String, usize>,
+    /// The `Host` header of each call, by action.
+    hosts: HashMap<String, Vec<String>>,
     in_flight: usize,
     max_in_flight: usize,
 }
@@ -89,6 +91,19 @@ impl FakeAws {
     }
 }
 
+impl FakeAws {
+    /// The `Host` header of every call of `action`, in order: the endpoint the SDK resolved.
+    pub fn hosts(&self, action: &str) -> Vec<String> {
+        self.state
+            .lock()
+            .unwrap()
+            .hosts
+            .get(action)
+            .cloned()
+            .unwrap_or_default()
+    }
+}
+
 impl Drop for FakeAws {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
@@ -135,6 +150,8 @@ fn serve(conn: TcpStream, state: &Mutex<State>, stop: &AtomicBool) {
         let reply = {
             let mut s = state.lock().unwrap();
             *s.calls.entry(action.clone()).or_default() += 1;
+            let host = headers.get("host").cloned().unwrap_or_default();
+            s.hosts.entry(action.clone()).or_default().push(host);
             s.in_flight += 1;
             s.max_in_flight = s.max_in_flight.max(s.in_flight);
             s.replies.get(action.as_str()).cloned().unwrap_or(Reply::Ok)
@@ -238,5 +255,105 @@ fn error(action: &str, status: u16, code: &str) -> String {
             &json,
             &format!("x-amzn-ErrorType: {code}\r\n"),
         )
+    }
+}
+
+/// The fake behind the real AWS endpoint names: TLS on 127.0.0.1:443 with a certificate for
+/// `names` from a throwaway CA (trust it with `SSL_CERT_FILE`), every connection forwarded to
+/// the fake. With `/etc/hosts` sending those names to loopback (the test world does), the SDK
+/// resolves its endpoints itself and the fake sees which it chose. One at a time (port 443).
+pub struct AwsNames {
+    certs: tempfile::TempDir,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+impl AwsNames {
+    pub fn start(fake: &FakeAws, names: &[&str]) -> AwsNames {
+        use rustls_pki_types::pem::PemObject;
+        use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+        use tokio_rustls::rustls;
+
+        let certs = tempfile::tempdir().unwrap();
+        let san: Vec<String> = names.iter().map(|n| format!("DNS:{n}")).collect();
+        let script = format!(
+            "set -e
+openssl req -x509 -newkey rsa:2048 -nodes -keyout ca-key.pem -out ca.pem -days 1 -subj /CN=fake-aws-ca
+openssl req -newkey rsa:2048 -nodes -keyout key.pem -out server.csr -subj /CN={}
+printf 'subjectAltName={}\\n' > server.ext
+openssl x509 -req -in server.csr -CA ca.pem -CAkey ca-key.pem -CAcreateserial -out cert.pem -days 1 -extfile server.ext
+",
+            names[0],
+            san.join(",")
+        );
+        let out = std::process::Command::new("sh")
+            .args(["-c", &script])
+            .current_dir(certs.path())
+            .output()
+            .expect("openssl is installed by scripts/test.sh");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let dir = certs.path();
+        let chain = vec![CertificateDer::from_pem_file(dir.join("cert.pem")).unwrap()];
+        let key = PrivateKeyDer::from_pem_file(dir.join("key.pem")).unwrap();
+        let server = rustls::ServerConfig::builder()
+            .with_no_client_auth()
+            .with_single_cert(chain, key)
+            .unwrap();
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(server));
+        let listener = TcpListener::bind("127.0.0.1:443").expect("port 443 (root, one test)");
+        listener.set_nonblocking(true).unwrap();
+        let backend = fake.url.trim_start_matches("http://").to_owned();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async move {
+                let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+                let serve = async {
+                    loop {
+                        let Ok((tcp, _)) = listener.accept().await else {
+                            continue;
+                        };
+                        let (acceptor, backend) = (acceptor.clone(), backend.clone());
+                        tokio::spawn(async move {
+                            let Ok(mut tls) = acceptor.accept(tcp).await else {
+                                return;
+                            };
+                            let Ok(mut plain) = tokio::net::TcpStream::connect(backend).await
+                            else {
+                                return;
+                            };
+                            let _ = tokio::io::copy_bidirectional(&mut tls, &mut plain).await;
+                        });
+                    }
+                };
+                tokio::select! {
+                    () = serve => {}
+                    _ = stopped => {}
+                }
+            });
+        });
+        AwsNames {
+            certs,
+            stop: Some(stop),
+        }
+    }
+
+    /// The CA to trust (`SSL_CERT_FILE`).
+    pub fn ca(&self) -> std::path::PathBuf {
+        self.certs.path().join("ca.pem")
+    }
+}
+
+impl Drop for AwsNames {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
     }
 }

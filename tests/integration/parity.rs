@@ -157,12 +157,6 @@ fn policies_are_decided_from_the_payload() {
             None,
         ),
         (
-            format!("privileged = true\nallowed_privileged_images = [\"{busybox}\"]"),
-            json!({"name": ENTRYPOINT}),
-            BUSYBOX,
-            Some("allowed_privileged_images"),
-        ),
-        (
             "disable_entrypoint_overwrite = true".into(),
             json!({"name": BUSYBOX, "entrypoint": [""]}),
             BUSYBOX,
@@ -207,6 +201,35 @@ fn allowed_services_are_checked() {
         .prepare();
     out.assert_code(BUILD_FAILURE);
     assert!(out.stderr.contains("allowed_services"), "{}", out.stderr);
+}
+
+/// As the Docker executor: an image not on `allowed_privileged_images` runs, unprivileged,
+/// and the job log says why; the services' list is their own.
+#[test]
+fn images_off_the_privileged_lists_run_unprivileged() {
+    let job = Job::builder(ENTRYPOINT)
+        .payload_image(json!({"name": ENTRYPOINT, "executor_opts": {"docker": {"user": "nobody"}}}))
+        .config(&format!(
+            "privileged = true\nallowed_privileged_images = [\"{BUSYBOX}\"]\nallowed_privileged_services = [\"{ENTRYPOINT}\"]"
+        ))
+        .services(json!([{"name": BUSYBOX, "alias": "svc", "entrypoint": ["sh", "-c"], "command": ["sleep 600"]}]))
+        .build();
+    let out = job.prepare();
+    out.assert_ok();
+    let said = out.stdout();
+    assert!(
+        said.contains(&format!("{ENTRYPOINT} runs without privileged mode"))
+            && said.contains(&format!("{BUSYBOX} runs without privileged mode")),
+        "{said}"
+    );
+    assert_eq!(
+        inspect(&job.build_container(), "{{.HostConfig.Privileged}}"),
+        "false"
+    );
+    assert_eq!(
+        inspect(&format!("{}-svc0", job.key()), "{{.HostConfig.Privileged}}"),
+        "false"
+    );
 }
 
 #[test]

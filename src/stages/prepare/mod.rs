@@ -39,6 +39,9 @@ pub(crate) async fn run(ctx: &Context, cancel: &CancellationToken) -> Result<()>
     let id = ctx.env.vars.identity()?;
     let payload = ctx.env.payload()?;
     let plan = Plan::resolve(ctx, &payload)?;
+    for notice in &plan.notices {
+        output::info(notice);
+    }
     let docker = client::connect(&ctx.config, &ctx.env)?;
     let auth = Resolver::new(&ctx.config, &ctx.env).with_job_credentials(&payload.credentials);
     tokio::select! {

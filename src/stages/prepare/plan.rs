@@ -8,7 +8,7 @@ use crate::error::{Error, Result};
 use crate::job::payload::ServiceSpec;
 use crate::job::{JobPayload, JobVars};
 use crate::policy::AllowList;
-use crate::pull_policy::PullPolicy;
+use crate::pull_policy::{self, PolicySource, PullPolicy};
 use crate::reference::ImageRef;
 
 /// Registry path of GitLab's helper images.
@@ -30,6 +30,8 @@ pub(crate) struct Plan {
     pub platform: Option<String>,
     pub privileged: bool,
     pub services: Vec<ServicePlan>,
+    /// What the job log should say about decisions the job may not expect (privileges dropped).
+    pub notices: Vec<String>,
 }
 
 /// One service container.
@@ -54,29 +56,27 @@ impl Plan {
     pub(crate) fn resolve(ctx: &Context, payload: &JobPayload) -> Result<Plan> {
         let config = &ctx.config;
         let vars = &ctx.env.vars;
-        let name = payload
-            .image_name()
-            .or_else(|| vars.get("CI_JOB_IMAGE"))
+        let job_image = payload.image_name().or_else(|| vars.get("CI_JOB_IMAGE"));
+        let name = job_image
             .or(config.default_image.as_deref())
             .ok_or(Error::NoImage)?;
         let image = parse_image(name)?;
-        check(
-            &config.allowed_images,
-            "image",
-            name,
-            &image,
-            "allowed_images",
-        )?;
+        // As GitLab Runner's `expandImageName` (executors/docker): a job without `image:` is not
+        // checked, and the runner's own default image is always allowed.
+        if job_image.is_some() && job_image != config.default_image.as_deref() {
+            check(&config.allowed_images, "image", name, "allowed_images")?;
+        }
 
-        let requested = payload.image.as_ref().and_then(|i| i.pull_policy.clone());
-        let pull_policies = pull_policies(config, requested)?;
+        let requested = payload
+            .image
+            .as_ref()
+            .and_then(|i| i.pull_policy.as_deref());
+        let pull_policies = pull_policies(config, requested, name)?;
 
         let entrypoint = payload.image.as_ref().and_then(|i| i.entrypoint.clone());
         if entrypoint.is_some() && config.disable_entrypoint_overwrite {
-            return Err(Error::NotAllowed {
-                kind: "entrypoint override of image",
-                name: name.to_owned(),
-                setting: "disable_entrypoint_overwrite",
+            return Err(Error::EntrypointOverride {
+                image: name.to_owned(),
             });
         }
 
@@ -92,6 +92,7 @@ impl Plan {
                         kind: "user",
                         name: job,
                         setting: "allowed_users",
+                        allowed: config.allowed_users.clone(),
                     });
                 }
                 Some(job)
@@ -99,16 +100,14 @@ impl Plan {
             (None, None) => None,
         };
 
-        let privileged = config.privileged;
-        if privileged {
-            check(
-                &config.allowed_privileged_images,
-                "privileged image",
-                name,
-                &image,
-                "allowed_privileged_images",
-            )?;
-        }
+        let mut notices = Vec::new();
+        let privileged = privileged(
+            config.privileged,
+            &config.allowed_privileged_images,
+            name,
+            "allowed_privileged_images",
+            &mut notices,
+        );
 
         let helper_name = config
             .helper_image
@@ -130,7 +129,7 @@ impl Plan {
                 },
             )?
         };
-        let services = services(config, payload, &specs)?;
+        let services = services(config, payload, &specs, &mut notices)?;
 
         Ok(Plan {
             image,
@@ -147,6 +146,7 @@ impl Plan {
                 .filter(|p| !p.is_empty()),
             privileged,
             services,
+            notices,
         })
     }
 }
@@ -158,48 +158,72 @@ fn parse_image(name: &str) -> Result<ImageRef> {
     })
 }
 
-/// Checks an image against a list under both spellings (as written, and fully tagged).
-fn check(
-    list: &AllowList,
-    kind: &'static str,
-    name: &str,
-    image: &ImageRef,
-    setting: &'static str,
-) -> Result<()> {
-    if list.allows(&[name.trim(), &image.pull_reference()]) {
+/// Checks an image or service against an allow-list by the name the job wrote, nothing
+/// added or normalised, as GitLab Runner's `VerifyAllowedImage` (common/allowed_images.go).
+fn check(list: &AllowList, kind: &'static str, name: &str, setting: &'static str) -> Result<()> {
+    if list.allows(name.trim()) {
         Ok(())
     } else {
         Err(Error::NotAllowed {
             kind,
             name: name.to_owned(),
             setting,
+            allowed: list.patterns().to_vec(),
         })
     }
 }
 
-/// The job's pull policies when allowed, else the configured ones.
-fn pull_policies(config: &Config, requested: Option<Vec<PullPolicy>>) -> Result<Vec<PullPolicy>> {
-    let allowed = config.allowed_pull_policies();
-    match requested.filter(|p| !p.is_empty()) {
-        Some(list) => match list.iter().find(|p| !allowed.contains(p)) {
-            Some(bad) => Err(Error::PullPolicyNotAllowed {
-                policy: *bad,
-                allowed: allowed
-                    .iter()
-                    .map(ToString::to_string)
-                    .collect::<Vec<_>>()
-                    .join(", "),
-            }),
-            None => Ok(list),
-        },
-        None => Ok(config.pull_policy.0.clone()),
+/// Whether a container runs privileged, as the Docker executor decides it (`createHostConfig`,
+/// `createHostConfigForService`): the setting, and the image on its allow-list when that
+/// lists any. An image not on it runs unprivileged, which the job log says.
+fn privileged(
+    setting: bool,
+    list: &AllowList,
+    name: &str,
+    list_name: &str,
+    notices: &mut Vec<String>,
+) -> bool {
+    if !setting {
+        return false;
     }
+    if list.is_empty() || list.allows(name.trim()) {
+        return true;
+    }
+    notices.push(format!(
+        "{name} runs without privileged mode: it is not on `{list_name}` in the driver config"
+    ));
+    false
+}
+
+/// The effective pull policies of an image (see [`pull_policy::effective`]): the job's, else
+/// the configured ones, that `allowed_pull_policies` allows; none allowed is the job's failure.
+fn pull_policies(
+    config: &Config,
+    requested: Option<&[PullPolicy]>,
+    image: &str,
+) -> Result<Vec<PullPolicy>> {
+    let (candidates, from) = match requested.filter(|p| !p.is_empty()) {
+        Some(list) => (list, PolicySource::Job),
+        None => config.pull_policies(),
+    };
+    let allowed = config.allowed_pull_policies();
+    let effective = pull_policy::effective(candidates, allowed);
+    if effective.is_empty() {
+        return Err(Error::PullPolicyNotAllowed {
+            image: image.to_owned(),
+            requested: pull_policy::list(candidates),
+            from,
+            allowed: pull_policy::list(allowed),
+        });
+    }
+    Ok(effective)
 }
 
 fn services(
     config: &Config,
     payload: &JobPayload,
     specs: &[ServiceSpec],
+    notices: &mut Vec<String>,
 ) -> Result<Vec<ServicePlan>> {
     let count = specs.iter().filter(|s| !s.name.trim().is_empty()).count();
     if let Some(limit) = config.services.limit
@@ -207,22 +231,7 @@ fn services(
     {
         return Err(Error::TooManyServices { count, limit });
     }
-    let allowed = &config.allowed_services;
-    let privileged = config.services.privileged.unwrap_or(config.privileged);
-    // Privileged services are checked against their own list, else the images' list.
-    let (privileged_setting, privileged_patterns) = if config.allowed_privileged_services.is_empty()
-    {
-        (
-            "allowed_privileged_images",
-            &config.allowed_privileged_images,
-        )
-    } else {
-        (
-            "allowed_privileged_services",
-            &config.allowed_privileged_services,
-        )
-    };
-    let privileged_list = privileged_patterns;
+    let privileged_setting = config.services.privileged.unwrap_or(config.privileged);
     let public_vars: Vec<String> = payload
         .variables
         .iter()
@@ -234,16 +243,21 @@ fn services(
         .filter(|s| !s.name.trim().is_empty())
         .map(|spec| {
             let image = parse_image(&spec.name)?;
-            check(allowed, "service", &spec.name, &image, "allowed_services")?;
-            if privileged {
-                check(
-                    privileged_list,
-                    "privileged service",
-                    &spec.name,
-                    &image,
-                    privileged_setting,
-                )?;
-            }
+            check(
+                &config.allowed_services,
+                "service",
+                &spec.name,
+                "allowed_services",
+            )?;
+            // Its own list, independent of the images' (the Docker executor's
+            // `isInPrivilegedServiceList`).
+            let privileged = privileged(
+                privileged_setting,
+                &config.allowed_privileged_services,
+                &spec.name,
+                "allowed_privileged_services",
+                notices,
+            );
             let mut aliases = spec.aliases();
             for derived in derived_names(&image) {
                 if !aliases.contains(&derived) {
@@ -276,7 +290,7 @@ fn services(
                 aliases,
                 entrypoint: spec.entrypoint.clone(),
                 command: spec.command.clone(),
-                pull_policies: pull_policies(config, spec.pull_policy.clone())?,
+                pull_policies: pull_policies(config, spec.pull_policy.as_deref(), &spec.name)?,
                 env,
                 healthcheck_port,
                 privileged,

@@ -206,17 +206,27 @@ fn users_privileges_and_entrypoints_follow_the_operator() {
         "the operator's user wins"
     );
 
+    // As the Docker executor: an image not on the list runs unprivileged, and the job log
+    // says so; one on it runs privileged.
     let c = ctx(
         &[],
         "privileged = true\nallowed_privileged_images = [\"docker:*\"]",
     );
-    let err = Plan::resolve(&c, &payload(r#"{"image":{"name":"ruby:3.3"}}"#)).unwrap_err();
+    let p = Plan::resolve(&c, &payload(r#"{"image":{"name":"ruby:3.3"}}"#)).unwrap();
+    assert!(!p.privileged);
     assert!(
-        err.to_string().contains("allowed_privileged_images"),
-        "{err}"
+        p.notices[0].contains("ruby:3.3") && p.notices[0].contains("allowed_privileged_images"),
+        "{:?}",
+        p.notices
     );
     let p = Plan::resolve(&c, &payload(r#"{"image":{"name":"docker:27"}}"#)).unwrap();
-    assert!(p.privileged);
+    assert!(p.privileged && p.notices.is_empty());
+    let c = ctx(&[], "privileged = true");
+    assert!(
+        Plan::resolve(&c, &payload(r#"{"image":{"name":"ruby"}}"#))
+            .unwrap()
+            .privileged
+    );
 
     let c = ctx(&[], "disable_entrypoint_overwrite = true");
     let err =
@@ -256,29 +266,156 @@ fn services_limit_and_privileged_services_list() {
     let c = ctx(&[], "[services]\nlimit = 2");
     assert_eq!(Plan::resolve(&c, &payload(two)).unwrap().services.len(), 2);
 
-    // With privileged services, their own list decides when set, else the images' list.
-    let c = ctx(
-        &[],
-        "privileged = true\nallowed_privileged_images = [\"a\"]\nallowed_privileged_services = [\"docker:*-dind\", \"postgres:*\"]",
-    );
-    assert!(Plan::resolve(&c, &payload(two)).is_ok());
+    // Privileged services are decided by their own list only, as in the Docker executor
+    // (`isInPrivilegedServiceList`): the images' list never applies to them.
     let c = ctx(
         &[],
         "privileged = true\nallowed_privileged_images = [\"a\"]\nallowed_privileged_services = [\"docker:*-dind\"]",
     );
-    let err = Plan::resolve(&c, &payload(two)).unwrap_err();
+    let p = Plan::resolve(&c, &payload(two)).unwrap();
+    assert!(p.privileged, "the job image is on its list");
     assert!(
-        err.to_string().contains("allowed_privileged_services"),
-        "{err}"
+        !p.services[0].privileged,
+        "postgres is not on the services' list"
     );
-    assert!(err.to_string().contains("postgres:16"), "{err}");
+    assert!(p.services[1].privileged);
+    assert!(
+        p.notices.iter().any(|n| n.contains("postgres:16")),
+        "{:?}",
+        p.notices
+    );
     let c = ctx(
         &[],
         "privileged = true\nallowed_privileged_images = [\"a\"]",
     );
-    let err = Plan::resolve(&c, &payload(two)).unwrap_err();
+    let p = Plan::resolve(&c, &payload(two)).unwrap();
     assert!(
-        err.to_string().contains("allowed_privileged_images"),
-        "{err}"
+        p.services.iter().all(|s| s.privileged),
+        "an empty services' list allows any service, whatever the images' list says"
     );
+    let c = ctx(&[], "privileged = true\n[services]\nprivileged = false");
+    let p = Plan::resolve(&c, &payload(two)).unwrap();
+    assert!(p.privileged && p.services.iter().all(|s| !s.privileged));
+}
+
+/// Point 1 of the parity issue: the name as written, as GitLab Runner's `VerifyAllowedImage`.
+#[test]
+fn allow_lists_see_the_image_as_the_job_wrote_it() {
+    for (image, allowed) in [
+        ("ruby", false),
+        ("ruby:3", true),
+        ("library/ruby:3", true),
+        ("library/ruby", false),
+    ] {
+        let c = ctx(&[], r#"allowed_images = ["*/*:*", "ruby:*"]"#);
+        let json = format!(r#"{{"image":{{"name":"{image}"}}}}"#);
+        let result = Plan::resolve(&c, &payload(&json));
+        assert_eq!(result.is_ok(), allowed, "{image}: {result:?}");
+        if let Err(err) = result {
+            assert!(matches!(err, Error::NotAllowed { .. }), "{err}");
+            assert!(
+                err.to_string().contains("*/*:*, ruby:*"),
+                "lists the patterns: {err}"
+            );
+        }
+    }
+    // Services too.
+    let c = ctx(&[], r#"allowed_services = ["redis:*"]"#);
+    let err = Plan::resolve(&c, &full_payload(r#""services": [{"name":"redis"}]"#)).unwrap_err();
+    assert!(err.to_string().contains("\"redis\""), "{err}");
+}
+
+/// Point 2: the runner's own image is always allowed, and a job without `image:` is not checked.
+#[test]
+fn the_runners_default_image_is_always_allowed() {
+    let c = ctx(
+        &[],
+        r#"default_image = "alpine:3"
+        allowed_images = ["ruby:*"]"#,
+    );
+    let p = Plan::resolve(&c, &JobPayload::default()).unwrap();
+    assert_eq!(p.image.to_string(), "alpine:3");
+    let p = Plan::resolve(&c, &payload(r#"{"image":{"name":"alpine:3"}}"#)).unwrap();
+    assert_eq!(
+        p.image.to_string(),
+        "alpine:3",
+        "named exactly as configured"
+    );
+    let err = Plan::resolve(&c, &payload(r#"{"image":{"name":"alpine:3.20"}}"#)).unwrap_err();
+    assert!(matches!(err, Error::NotAllowed { .. }), "{err}");
+}
+
+/// Point 3: the effective pull policies, as `ComputeEffectivePullPolicies`.
+#[test]
+fn pull_policies_are_the_allowed_part_of_what_was_asked() {
+    use PullPolicy::{Always, IfNotPresent, Never};
+    let job = |policies: &str| {
+        payload(&format!(
+            r#"{{"image":{{"name":"a","pull_policy":{policies}}}}}"#
+        ))
+    };
+    for (config, requested, expected) in [
+        // Only `always` allowed: the job's list keeps what is allowed.
+        (
+            r#"allowed_pull_policies = ["always"]"#,
+            r#"["always","if-not-present"]"#,
+            Ok(vec![Always]),
+        ),
+        (
+            r#"allowed_pull_policies = ["always"]"#,
+            r#"["if-not-present"]"#,
+            Err("the job's .gitlab-ci.yml"),
+        ),
+        // Nothing configured: `always` is the default and the only allowed policy.
+        ("", r#"["if-not-present"]"#, Err("the job's .gitlab-ci.yml")),
+        ("", "[]", Ok(vec![Always])),
+        // The configured policies, filtered the same way.
+        (
+            r#"pull_policy = ["never","if-not-present"]
+            allowed_pull_policies = ["if-not-present"]"#,
+            "[]",
+            Ok(vec![IfNotPresent]),
+        ),
+        (
+            r#"pull_policy = "never"
+            allowed_pull_policies = ["always"]"#,
+            "[]",
+            Err("the driver config"),
+        ),
+        // An empty allowed list means the configured policies.
+        (
+            r#"pull_policy = ["never"]
+            allowed_pull_policies = []"#,
+            r#"["never"]"#,
+            Ok(vec![Never]),
+        ),
+        // Repeats are kept: a retry.
+        (
+            r#"allowed_pull_policies = ["always"]"#,
+            r#"["always","always"]"#,
+            Ok(vec![Always, Always]),
+        ),
+    ] {
+        let result = Plan::resolve(&ctx(&[], config), &job(requested)).map(|p| p.pull_policies);
+        match (result, expected) {
+            (Ok(got), Ok(want)) => assert_eq!(got, want, "{config} / {requested}"),
+            (Err(err), Err(from)) => {
+                assert!(matches!(err, Error::PullPolicyNotAllowed { .. }), "{err}");
+                assert_eq!(err.failure(), crate::error::Failure::Build);
+                assert!(
+                    err.to_string().contains(from),
+                    "{config} / {requested}: {err}"
+                );
+            }
+            (got, want) => panic!("{config} / {requested}: got {got:?}, want {want:?}"),
+        }
+    }
+    // Services apply their own list.
+    let c = ctx(&[], r#"allowed_pull_policies = ["always"]"#);
+    let err = Plan::resolve(
+        &c,
+        &payload(r#"{"image":{"name":"a"},"services":[{"name":"db","pull_policy":["never"]}]}"#),
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains("image db"), "{err}");
 }
