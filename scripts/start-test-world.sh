@@ -74,11 +74,20 @@ YML
   local cfg="$run/docker-config-$account" image ref
   mkdir -p "$cfg"
   echo "$account-auth-token" | DOCKER_CONFIG=$cfg docker login -u AWS --password-stdin "127.0.0.1:$port" >/dev/null 2>&1
-  for image in busybox helper; do
-    ref="127.0.0.1:$port/ecr-executor-test/$image:latest"
-    docker tag "ecr-executor-test/$image:latest" "$ref"
-    DOCKER_CONFIG=$cfg docker push -q "$ref" >/dev/null
+  # The test images, and the same at the paths an ECR pull-through cache lays out
+  # (`<prefix>/<upstream path>`): Docker Hub's busybox, a quay.io tool, GitLab's helper.
+  local pair source path
+  for pair in busybox:ecr-executor-test/busybox:latest helper:ecr-executor-test/helper:latest \
+    busybox:docker-hub/library/busybox:latest busybox:quay/team/tool:1 \
+    helper:gitlab/gitlab-org/gitlab-runner/gitlab-runner-helper:x86_64-v17.11.4; do
+    source=${pair%%:*} path=${pair#*:}
+    ref="127.0.0.1:$port/$path"
+    docker tag "ecr-executor-test/$source:latest" "$ref"
+    out=$(DOCKER_CONFIG=$cfg docker push "$ref")
     docker rmi "$ref" >/dev/null
+    if [ "$path" = docker-hub/library/busybox:latest ]; then
+      BUSYBOX_DIGEST=$(printf '%s\n' "$out" | grep -o 'sha256:[0-9a-f]\{64\}' | tail -n1)
+    fi
   done
   rm -rf "$cfg"
   REGISTRY_PORT=$port
@@ -103,6 +112,7 @@ cat <<ENV
 export ECR_EXECUTOR_TEST_AWS=http://127.0.0.1:$moto_port
 export ECR_EXECUTOR_TEST_REGISTRY_RUNNER=$runner_port
 export ECR_EXECUTOR_TEST_REGISTRY_JOB=$job_port
+export ECR_EXECUTOR_TEST_BUSYBOX_DIGEST=$BUSYBOX_DIGEST
 export ECR_EXECUTOR_TEST_PODMAN=unix://$run/podman.sock
 export ECR_EXECUTOR_TEST_PIDS="${pids[*]}"
 export ECR_EXECUTOR_TEST_RUN=$run

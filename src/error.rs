@@ -131,6 +131,20 @@ pub(crate) enum Error {
     Pull { image: String, message: String },
 
     #[error(
+        "the pull-through cache could not serve {requested} as {routed} ({reason}); check that \
+         ECR has a pull-through cache rule for {upstream} with that prefix and that the pulling \
+         identity may use ecr:BatchImportUpstreamImage and ecr:CreateRepository \
+         (docs/pull-through.md), or set fallback = \"upstream\" in [[pull_through]] #{rule}"
+    )]
+    PullThrough {
+        requested: String,
+        routed: String,
+        rule: usize,
+        upstream: String,
+        reason: String,
+    },
+
+    #[error(
         "image {image} is not present locally and the pull policy is `never`; \
          load the image on the Docker host or allow `if-not-present`"
     )]
@@ -211,22 +225,41 @@ pub(crate) enum Error {
         hint: &'static str,
     },
 
-    #[error("AWS denied {action} for ECR registry {registry}: {message}")]
+    #[error(
+        "AWS denied {action} to {} for ECR registry {registry} ({message}); allow that \
+         identity {action} (the IAM policy in the README){}",
+        .principal.as_deref().unwrap_or("the identity"),
+        if *.job_identity { ", in the policy of the role the job assumes" } else { "" }
+    )]
     AwsDenied {
         action: &'static str,
         registry: String,
         message: String,
         /// Whether the job's own identity was used (its role is the job's to fix).
         job_identity: bool,
+        /// The principal AWS refused, when known.
+        principal: Option<String>,
     },
 
     #[error(
+        "no AWS credentials to fetch a token for ECR registry {registry}: the SDK's default \
+         chain (environment variables, AWS_PROFILE and ~/.aws profiles, SSO, a web identity \
+         token file, ECS container credentials, the EC2 instance profile) found none for this \
+         user; give the runner host an instance profile, set AWS_PROFILE (or `profile` in \
+         [ecr]) for the runner's user, or use the job's identity (identity = \"job\" with an \
+         id_token)"
+    )]
+    NoAwsCredentials { registry: String },
+
+    #[error(
         "AWS did not answer {action} for ECR registry {registry} after retries: {message}; \
-         check the runner's network and AWS endpoint settings (AWS_ENDPOINT_URL, region)"
+         check the runner's network, the region ({region}, from the registry's hostname or its \
+         [[registry]] entry) and any AWS endpoint settings (AWS_ENDPOINT_URL)"
     )]
     AwsUnavailable {
         action: &'static str,
         registry: String,
+        region: String,
         message: String,
     },
 
@@ -275,7 +308,7 @@ impl Error {
                     Failure::System
                 }
             }
-            Error::AwsUnavailable { .. } => Failure::System,
+            Error::AwsUnavailable { .. } | Error::NoAwsCredentials { .. } => Failure::System,
             Error::ConfigRead { .. }
             | Error::ConfigInvalid { .. }
             | Error::MissingVariable { .. }
@@ -285,6 +318,7 @@ impl Error {
             | Error::DockerUnreachable { .. }
             | Error::Docker { .. }
             | Error::Pull { .. }
+            | Error::PullThrough { .. }
             | Error::ImageNotPresent { .. }
             | Error::ContainerGone { .. }
             | Error::ContainerStopped { .. }

@@ -114,6 +114,15 @@ impl Names {
     }
 }
 
+/// Labels naming a container's image: as the job wrote it, and as it was pulled (a
+/// pull-through cache's name, when one served it).
+pub(crate) fn image_labels(requested: &str, pulled: &str) -> [(String, String); 2] {
+    [
+        (label("image"), requested.to_owned()),
+        (label("image-pulled"), pulled.to_owned()),
+    ]
+}
+
 fn label(name: &str) -> String {
     format!("{LABEL_PREFIX}{name}")
 }

@@ -121,6 +121,7 @@ proptest! {
             login: crate::auth::login::Login { username: "AWS".into(), password: "p".to_owned().into(), server: "h".into() },
             requested_at: now,
             expires_at: now + 43_200,
+            arn: None,
         };
         cache.store(&key, &token, now).unwrap();
         let entry = std::fs::read_dir(dir.path()).unwrap().flatten().find(|e| e.file_name().to_string_lossy().ends_with(".json")).unwrap().path();

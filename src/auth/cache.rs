@@ -56,6 +56,8 @@ pub(crate) struct CachedToken {
     pub login: Login,
     pub requested_at: u64,
     pub expires_at: u64,
+    /// The principal that fetched it, when known (for the job log and the audit trail).
+    pub arn: Option<String>,
 }
 
 /// Whether a token requested at `requested_at` and expiring at `expires_at` may be used `now`.
@@ -76,6 +78,8 @@ struct Entry<P> {
     server: String,
     requested_at: u64,
     expires_at: u64,
+    #[serde(default)]
+    arn: Option<String>,
 }
 
 pub(crate) struct DiskCache {
@@ -141,6 +145,7 @@ impl DiskCache {
                 },
                 requested_at: e.requested_at,
                 expires_at: e.expires_at,
+                arn: e.arn,
             }),
             _ => {
                 let _ = fs::remove_file(&path);
@@ -183,6 +188,7 @@ impl DiskCache {
             server: token.login.server.clone(),
             requested_at: token.requested_at,
             expires_at: token.expires_at,
+            arn: token.arn.clone(),
         };
         let json = serde_json::to_vec(&entry).map_err(io::Error::other)?;
         // NamedTempFile creates the file with mode 0600 in the same directory.
@@ -251,6 +257,7 @@ mod tests {
             },
             requested_at,
             expires_at,
+            arn: Some("arn:aws:iam::111111111111:user/ci".into()),
         }
     }
 

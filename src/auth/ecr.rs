@@ -13,7 +13,9 @@ use aws_config::retry::RetryConfig;
 use aws_config::timeout::TimeoutConfig;
 use aws_config::{BehaviorVersion, Region, SdkConfig};
 use aws_sdk_ecr::config::Credentials;
+use aws_sdk_ecr::config::http::HttpResponse;
 use aws_sdk_ecr::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_ecr::operation::get_authorization_token::GetAuthorizationTokenError;
 use base64::Engine;
 use secrecy::{ExposeSecret, SecretString};
 
@@ -39,6 +41,8 @@ pub(crate) struct FetchedToken {
     pub login: Login,
     pub requested_at: u64,
     pub expires_at: u64,
+    /// The principal that fetched it, when known.
+    pub arn: Option<String>,
 }
 
 /// Fetches tokens from AWS with the SDK.
@@ -96,13 +100,13 @@ impl TokenFetcher for AwsFetcher {
     ) -> Result<FetchedToken> {
         let requested_at = crate::util::unix_now();
         let registry = &target.host;
-        let (sdk, credentials) = match identity {
+        let (sdk, credentials, assumed) = match identity {
             Identity::Runner { role_arn, profile } => {
                 let sdk = self
                     .sdk_config(&target.region, profile.as_deref(), false, target.fips)
                     .await;
-                let credentials = match role_arn {
-                    None => None,
+                match role_arn {
+                    None => (sdk, None, None),
                     Some(role) => {
                         let out = aws_sdk_sts::Client::new(&sdk)
                             .assume_role()
@@ -111,11 +115,12 @@ impl TokenFetcher for AwsFetcher {
                             .duration_seconds(900)
                             .send()
                             .await
-                            .map_err(|e| aws_error(e, "sts:AssumeRole", registry, false))?;
-                        Some(session_credentials(out.credentials(), registry)?)
+                            .map_err(|e| aws_error(e, "sts:AssumeRole", target, false, None))?;
+                        let arn = out.assumed_role_user().map(|u| u.arn().to_owned());
+                        let credentials = session_credentials(out.credentials(), target)?;
+                        (sdk, Some(credentials), arn)
                     }
-                };
-                (sdk, credentials)
+                }
             }
             Identity::Job { role_arn, token } => {
                 let sdk = self
@@ -129,65 +134,91 @@ impl TokenFetcher for AwsFetcher {
                     .duration_seconds(900)
                     .send()
                     .await
-                    .map_err(|e| web_identity_error(e, role_arn, registry))?;
-                (sdk, Some(session_credentials(out.credentials(), registry)?))
+                    .map_err(|e| web_identity_error(e, role_arn, target))?;
+                let arn = out.assumed_role_user().map(|u| u.arn().to_owned());
+                let credentials = session_credentials(out.credentials(), target)?;
+                (sdk, Some(credentials), arn)
             }
         };
         let job_identity = matches!(identity, Identity::Job { .. });
 
-        let (token, expires_at) = match &target.registry_id {
-            Some(registry_id) => {
-                let mut conf = aws_sdk_ecr::config::Builder::from(&sdk);
-                if let Some(c) = credentials {
-                    conf = conf.credentials_provider(c);
-                }
-                // registryIds is deprecated (the token's scope is the principal's), but the
-                // credential helper still sends it and it names the account being pulled from.
-                #[allow(deprecated)]
-                let request = aws_sdk_ecr::Client::from_conf(conf.build())
-                    .get_authorization_token()
-                    .registry_ids(registry_id);
-                let out = request.send().await.map_err(|e| {
-                    aws_error(e, "ecr:GetAuthorizationToken", registry, job_identity)
-                })?;
-                let data = out.authorization_data().first();
-                (
-                    data.and_then(|d| d.authorization_token())
-                        .map(str::to_owned),
-                    data.and_then(|d| d.expires_at()).map(|t| t.secs()),
-                )
+        // Who the runner's own identity is (sts:GetCallerIdentity, which needs no permission),
+        // asked beside the token call: the job log and the audit trail name it, and so does
+        // a refusal. Best effort: not knowing it fails nothing.
+        let caller = async {
+            if assumed.is_some() || credentials.is_some() {
+                return assumed.clone();
             }
-            None => {
-                let mut conf = aws_sdk_ecrpublic::config::Builder::from(&sdk);
-                if let Some(c) = credentials {
-                    conf = conf.credentials_provider(c);
+            let out = aws_sdk_sts::Client::new(&sdk)
+                .get_caller_identity()
+                .send()
+                .await;
+            out.ok().and_then(|o| o.arn().map(str::to_owned))
+        };
+        let token_call = async {
+            match &target.registry_id {
+                Some(registry_id) => {
+                    let mut conf = aws_sdk_ecr::config::Builder::from(&sdk);
+                    if let Some(c) = credentials.clone() {
+                        conf = conf.credentials_provider(c);
+                    }
+                    // registryIds is deprecated (the token's scope is the principal's), but
+                    // the credential helper still sends it and it names the account.
+                    #[allow(deprecated)]
+                    let request = aws_sdk_ecr::Client::from_conf(conf.build())
+                        .get_authorization_token()
+                        .registry_ids(registry_id);
+                    request
+                        .send()
+                        .await
+                        .map(|out| {
+                            let data = out.authorization_data().first();
+                            (
+                                data.and_then(|d| d.authorization_token())
+                                    .map(str::to_owned),
+                                data.and_then(|d| d.expires_at()).map(|t| t.secs()),
+                            )
+                        })
+                        .map_err(|e| (TokenCallError::Ecr(e), "ecr:GetAuthorizationToken"))
                 }
-                let out = aws_sdk_ecrpublic::Client::from_conf(conf.build())
-                    .get_authorization_token()
-                    .send()
-                    .await
-                    .map_err(|e| {
-                        aws_error(
-                            e,
-                            "ecr-public:GetAuthorizationToken",
-                            registry,
-                            job_identity,
-                        )
-                    })?;
-                let data = out.authorization_data();
-                (
-                    data.and_then(|d| d.authorization_token())
-                        .map(str::to_owned),
-                    data.and_then(|d| d.expires_at()).map(|t| t.secs()),
-                )
+                None => {
+                    let mut conf = aws_sdk_ecrpublic::config::Builder::from(&sdk);
+                    if let Some(c) = credentials.clone() {
+                        conf = conf.credentials_provider(c);
+                    }
+                    aws_sdk_ecrpublic::Client::from_conf(conf.build())
+                        .get_authorization_token()
+                        .send()
+                        .await
+                        .map(|out| {
+                            let data = out.authorization_data();
+                            (
+                                data.and_then(|d| d.authorization_token())
+                                    .map(str::to_owned),
+                                data.and_then(|d| d.expires_at()).map(|t| t.secs()),
+                            )
+                        })
+                        .map_err(|e| {
+                            (
+                                TokenCallError::Public(e),
+                                "ecr-public:GetAuthorizationToken",
+                            )
+                        })
+                }
             }
         };
+        let (answer, arn) = tokio::join!(token_call, caller);
+        let (token, expires_at) = answer.map_err(|(error, action)| match error {
+            TokenCallError::Ecr(e) => aws_error(e, action, target, job_identity, arn.as_deref()),
+            TokenCallError::Public(e) => aws_error(e, action, target, job_identity, arn.as_deref()),
+        })?;
         let token = SecretString::from(token.unwrap_or_default());
         let (username, password) =
             decode_token(token.expose_secret()).ok_or_else(|| Error::AwsUnavailable {
                 action: "ecr:GetAuthorizationToken",
                 registry: registry.clone(),
-                message: "the answer holds no usable authorization token".into(),
+                region: target.region.clone(),
+                message: "its answer holds no usable authorization token".into(),
             })?;
         Ok(FetchedToken {
             login: Login {
@@ -197,8 +228,20 @@ impl TokenFetcher for AwsFetcher {
             },
             requested_at,
             expires_at: expires_at.map_or(0, |s| u64::try_from(s).unwrap_or(0)),
+            arn,
         })
     }
+}
+
+/// A failed token call, of either API.
+enum TokenCallError {
+    Ecr(SdkError<GetAuthorizationTokenError, HttpResponse>),
+    Public(
+        SdkError<
+            aws_sdk_ecrpublic::operation::get_authorization_token::GetAuthorizationTokenError,
+            HttpResponse,
+        >,
+    ),
 }
 
 /// `base64(user:password)` → (user, password).
@@ -216,12 +259,13 @@ fn decode_token(token: &str) -> Option<(String, SecretString)> {
 
 fn session_credentials(
     c: Option<&aws_sdk_sts::types::Credentials>,
-    registry: &str,
+    target: &EcrTarget,
 ) -> Result<Credentials> {
     let c = c.ok_or_else(|| Error::AwsUnavailable {
         action: "sts",
-        registry: registry.to_owned(),
-        message: "the answer holds no credentials".into(),
+        registry: target.host.clone(),
+        region: target.region.clone(),
+        message: "its answer holds no credentials".into(),
     })?;
     Ok(Credentials::new(
         c.access_key_id(),
@@ -248,47 +292,92 @@ fn is_transient<E: ProvideErrorMetadata, R>(err: &SdkError<E, R>) -> bool {
     }
 }
 
+/// What went wrong with an AWS call, as one plain phrase (no Rust debug output), and what
+/// kind of failure it is.
+#[derive(Debug, PartialEq, Eq)]
+enum Cause {
+    /// The SDK's chain found no credentials at all.
+    NoCredentials,
+    /// AWS answered with a refusal (`code: message`).
+    Refused(String),
+    /// Retried and still failing: throttling, 5xx, the network; the phrase says which.
+    Unavailable(String),
+}
+
+fn cause<E, R>(err: &SdkError<E, R>) -> Cause
+where
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+    R: std::fmt::Debug,
+{
+    if let SdkError::ServiceError(s) = err {
+        let text = format!(
+            "{}: {}",
+            s.err().code().unwrap_or("error"),
+            s.err().message().unwrap_or("no message")
+        );
+        return if is_transient(err) {
+            Cause::Unavailable(text)
+        } else {
+            Cause::Refused(text)
+        };
+    }
+    // The debug chain is read here, never shown.
+    let chain = DisplayErrorContext(err).to_string();
+    let has = |needle: &str| chain.contains(needle);
+    if has("CredentialsNotLoaded") || has("no providers in chain provided credentials") {
+        return Cause::NoCredentials;
+    }
+    let phrase = if matches!(err, SdkError::TimeoutError(_)) || has("timed out") || has("Timeout") {
+        "no answer in time".to_owned()
+    } else if has("dns error") || has("failed to lookup address") {
+        "its endpoint's name does not resolve".to_owned()
+    } else if has("Connection refused") || has("ConnectionRefused") {
+        "the connection was refused".to_owned()
+    } else if has("certificate") || has("InvalidCertificate") {
+        "the endpoint's TLS certificate was not accepted".to_owned()
+    } else if has("FIPS and custom endpoint are not supported") {
+        "the SDK refuses FIPS endpoints beside a custom endpoint (unset AWS_USE_FIPS_ENDPOINT \
+         or the endpoint URL)"
+            .to_owned()
+    } else if matches!(err, SdkError::ResponseError(_)) {
+        "its answer could not be read".to_owned()
+    } else {
+        "a network error".to_owned()
+    };
+    Cause::Unavailable(phrase)
+}
+
 fn aws_error<E, R>(
     err: SdkError<E, R>,
     action: &'static str,
-    registry: &str,
+    target: &EcrTarget,
     job_identity: bool,
+    principal: Option<&str>,
 ) -> Error
 where
     E: ProvideErrorMetadata + std::error::Error + 'static,
     R: std::fmt::Debug,
 {
-    if is_transient(&err) {
-        return Error::AwsUnavailable {
+    let registry = target.host.clone();
+    match cause(&err) {
+        Cause::NoCredentials => Error::NoAwsCredentials { registry },
+        Cause::Refused(message) => Error::AwsDenied {
             action,
-            registry: registry.to_owned(),
-            message: short_message(&err),
-        };
-    }
-    Error::AwsDenied {
-        action,
-        registry: registry.to_owned(),
-        message: short_message(&err),
-        job_identity,
-    }
-}
-
-fn short_message<E, R>(err: &SdkError<E, R>) -> String
-where
-    E: ProvideErrorMetadata + std::error::Error + 'static,
-    R: std::fmt::Debug,
-{
-    match err {
-        SdkError::ServiceError(s) => format!(
-            "{}: {}",
-            s.err().code().unwrap_or("error"),
-            s.err().message().unwrap_or("no message")
-        ),
-        other => DisplayErrorContext(other).to_string(),
+            registry,
+            message,
+            job_identity,
+            principal: principal.map(str::to_owned),
+        },
+        Cause::Unavailable(message) => Error::AwsUnavailable {
+            action,
+            registry,
+            region: target.region.clone(),
+            message,
+        },
     }
 }
 
-fn web_identity_error<E, R>(err: SdkError<E, R>, role_arn: &str, registry: &str) -> Error
+fn web_identity_error<E, R>(err: SdkError<E, R>, role_arn: &str, target: &EcrTarget) -> Error
 where
     E: ProvideErrorMetadata + std::error::Error + 'static,
     R: std::fmt::Debug,
@@ -310,7 +399,15 @@ where
             "the role's trust policy does not accept this token: check its `aud` condition and its \
              `sub` condition (e.g. project_path:GROUP/PROJECT:ref_type:branch:ref:main)"
         }
-        _ => return aws_error(err, "sts:AssumeRoleWithWebIdentity", registry, true),
+        _ => {
+            return aws_error(
+                err,
+                "sts:AssumeRoleWithWebIdentity",
+                target,
+                true,
+                Some(role_arn),
+            );
+        }
     };
     Error::StsRejected {
         role_arn: role_arn.to_owned(),

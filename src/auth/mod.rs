@@ -48,13 +48,78 @@ pub(crate) enum Source {
     Aws,
 }
 
-/// A token ready for pulls, with what `auth check` reports about it.
+/// A token ready for pulls, with what `auth check`, the job log and the audit trail say
+/// about it: whose identity fetched it and where it came from. Never the token itself.
 #[derive(Debug, Clone)]
 pub(crate) struct Token {
     pub login: Login,
     pub expires_at: u64,
     pub source: Source,
+    /// How the identity was chosen (`Identity::describe`).
     pub identity: String,
+    pub job_identity: bool,
+    /// The principal AWS saw, when known: an assumed role's session ARN, or the runner's own.
+    pub arn: Option<String>,
+    /// The role assumed, if any (the configured one, or the job's).
+    pub role_arn: Option<String>,
+    /// The STS session name, when a role was assumed.
+    pub session: Option<String>,
+}
+
+impl Token {
+    /// Whose identity pulls, for the job log: the principal's ARN (which for an assumed role
+    /// names the role and the session), and where the token came from.
+    pub(crate) fn who(&self) -> String {
+        let whose = if self.job_identity { "job" } else { "runner" };
+        let principal = match (&self.arn, &self.role_arn) {
+            (Some(arn), _) => arn.clone(),
+            (None, Some(role)) => format!("role {role}"),
+            (None, None) => "(ARN unknown)".into(),
+        };
+        let from = match self.source {
+            Source::Cache => "the cache",
+            Source::Aws => "AWS",
+        };
+        format!("the {whose}'s AWS identity {principal} (token from {from})")
+    }
+}
+
+/// The credentials of one pull, and whose they are.
+#[derive(Debug, Clone)]
+pub(crate) enum Credentials {
+    /// An ECR token the driver fetched (or found in the cache).
+    Ecr(Arc<Token>),
+    /// A static login: `DOCKER_AUTH_CONFIG`, the runner user's Docker config, or the job's
+    /// registry credentials.
+    Login { login: Login, origin: &'static str },
+}
+
+impl Credentials {
+    /// What bollard sends in `X-Registry-Auth`. Never log it.
+    pub(crate) fn docker(&self) -> DockerCredentials {
+        match self {
+            Credentials::Ecr(token) => token.login.docker_credentials(),
+            Credentials::Login { login, .. } => login.docker_credentials(),
+        }
+    }
+
+    /// Whose credentials, for the job log; never the secret.
+    pub(crate) fn who(&self) -> String {
+        match self {
+            Credentials::Ecr(token) => token.who(),
+            Credentials::Login { login, origin } => {
+                format!("user {} from {origin}", login.username)
+            }
+        }
+    }
+
+    /// The ECR token's details, for an ECR pull.
+    pub(crate) fn token(&self) -> Option<&Token> {
+        match self {
+            Credentials::Ecr(token) => Some(token),
+            Credentials::Login { .. } => None,
+        }
+    }
 }
 
 type Memo = Arc<OnceCell<Arc<Token>>>;
@@ -114,17 +179,16 @@ impl<'a, F: TokenFetcher> Resolver<'a, F> {
     }
 
     /// Credentials for pulling `image`, or `None` for an anonymous pull.
-    pub(crate) async fn credentials_for(
-        &self,
-        image: &ImageRef,
-    ) -> Result<Option<DockerCredentials>> {
+    pub(crate) async fn credentials_for(&self, image: &ImageRef) -> Result<Option<Credentials>> {
         if let Some(target) = self.ecr_target(image.registry_host()) {
-            let token = self.ecr_token(&target).await?;
-            return Ok(Some(token.login.docker_credentials()));
+            return Ok(Some(Credentials::Ecr(self.ecr_token(&target).await?)));
         }
         Ok(self
             .docker_auth_login(image)?
-            .map(|l| l.docker_credentials()))
+            .map(|(login, origin)| Credentials::Login {
+                login: login.clone(),
+                origin,
+            }))
     }
 
     /// The ECR registry behind `host`, when it is one.
@@ -256,15 +320,34 @@ impl<'a, F: TokenFetcher> Resolver<'a, F> {
     }
 
     async fn load(&self, target: &EcrTarget, identity: &Identity) -> Result<Token> {
-        let described = identity.describe();
+        let session = session_name(self.env);
+        let fetched = |f: FetchedToken| {
+            token(
+                f.login,
+                f.expires_at,
+                f.arn,
+                Source::Aws,
+                identity,
+                &session,
+            )
+        };
+        let cached = |hit: CachedToken| {
+            token(
+                hit.login,
+                hit.expires_at,
+                hit.arn,
+                Source::Cache,
+                identity,
+                &session,
+            )
+        };
         let cache = match identity {
             Identity::Runner { .. } => self.disk_cache(),
             // Another job's token must never ride on this job's trust-policy check.
             Identity::Job { .. } => None,
         };
         let Some(cache) = cache else {
-            let fetched = self.fetch(target, identity).await?;
-            return Ok(token(fetched, Source::Aws, described));
+            return Ok(fetched(self.fetch(target, identity).await?));
         };
         let key = CacheKey {
             partition: target.partition.to_string(),
@@ -276,7 +359,7 @@ impl<'a, F: TokenFetcher> Resolver<'a, F> {
             fingerprint: self.fingerprint(identity),
         };
         if let Some(hit) = cache.read_fresh(&key, unix_now()) {
-            return Ok(cached(hit, described));
+            return Ok(cached(hit));
         }
         let _lock = match cache.lock(&key).await {
             Ok(lock) => Some(lock),
@@ -288,18 +371,19 @@ impl<'a, F: TokenFetcher> Resolver<'a, F> {
             }
         };
         if let Some(hit) = cache.read_fresh(&key, unix_now()) {
-            return Ok(cached(hit, described));
+            return Ok(cached(hit));
         }
-        let fetched = self.fetch(target, identity).await?;
+        let new = self.fetch(target, identity).await?;
         let entry = CachedToken {
-            login: fetched.login.clone(),
-            requested_at: fetched.requested_at,
-            expires_at: fetched.expires_at,
+            login: new.login.clone(),
+            requested_at: new.requested_at,
+            expires_at: new.expires_at,
+            arn: new.arn.clone(),
         };
         if let Err(e) = cache.store(&key, &entry, unix_now()) {
             output::warn(format!("could not update the ECR credential cache: {e}"));
         }
-        Ok(token(fetched, Source::Aws, described))
+        Ok(fetched(new))
     }
 
     async fn fetch(&self, target: &EcrTarget, identity: &Identity) -> Result<FetchedToken> {
@@ -365,7 +449,7 @@ impl<'a, F: TokenFetcher> Resolver<'a, F> {
             .ok()
     }
 
-    fn docker_auth_login(&self, image: &ImageRef) -> Result<Option<&Login>> {
+    fn docker_auth_login(&self, image: &ImageRef) -> Result<Option<(&Login, &'static str)>> {
         let sources = self.docker_auth.get_or_init(|| {
             let parse = |text: Option<&str>, from_job| {
                 text.map(DockerAuthConfig::parse)
@@ -379,11 +463,17 @@ impl<'a, F: TokenFetcher> Resolver<'a, F> {
             })
         });
         match sources {
-            Ok(s) => Ok([&s.job, &s.runner, &s.runner_file]
-                .into_iter()
-                .flatten()
-                .find_map(|c| c.find(image))
-                .or_else(|| self.payload_auth.find(image))),
+            Ok(s) => Ok([
+                (&s.job, "the job's DOCKER_AUTH_CONFIG"),
+                (&s.runner, "the runner's DOCKER_AUTH_CONFIG"),
+                (&s.runner_file, "the runner user's Docker config"),
+            ]
+            .into_iter()
+            .find_map(|(c, origin)| Some((c.as_ref()?.find(image)?, origin)))
+            .or_else(|| {
+                let login = self.payload_auth.find(image)?;
+                Some((login, "the job's registry credentials"))
+            })),
             Err(e) => Err(Error::DockerAuthConfig {
                 origin: if e.from_job {
                     "(the job's variable)"
@@ -397,21 +487,28 @@ impl<'a, F: TokenFetcher> Resolver<'a, F> {
     }
 }
 
-fn token(fetched: FetchedToken, source: Source, identity: String) -> Token {
+/// A token with what is known of the identity that fetched it.
+fn token(
+    login: Login,
+    expires_at: u64,
+    arn: Option<String>,
+    source: Source,
+    identity: &Identity,
+    session: &str,
+) -> Token {
+    let (job_identity, role_arn) = match identity {
+        Identity::Runner { role_arn, .. } => (false, role_arn.clone()),
+        Identity::Job { role_arn, .. } => (true, Some(role_arn.clone())),
+    };
     Token {
-        login: fetched.login,
-        expires_at: fetched.expires_at,
+        login,
+        expires_at,
         source,
-        identity,
-    }
-}
-
-fn cached(hit: CachedToken, identity: String) -> Token {
-    Token {
-        login: hit.login,
-        expires_at: hit.expires_at,
-        source: Source::Cache,
-        identity,
+        identity: identity.describe(),
+        job_identity,
+        session: role_arn.is_some().then(|| session.to_owned()),
+        arn,
+        role_arn,
     }
 }
 

@@ -50,6 +50,7 @@ impl TokenFetcher for Fake {
             },
             requested_at: now,
             expires_at: now + self.lifetime,
+            arn: Some(format!("arn:aws:iam::111111111111:user/fake-{who}")),
         })
     }
 }
@@ -244,12 +245,20 @@ fn concurrent_pulls_of_one_registry_fetch_once() {
             r.credentials_for(&other)
         );
         assert_eq!(
-            a.unwrap().unwrap().password.as_deref(),
+            a.unwrap().unwrap().docker().password.as_deref(),
             Some("123456789012-runner")
         );
-        assert_eq!(b.unwrap().unwrap().serveraddress.as_deref(), Some(HOST));
+        let b = b.unwrap().unwrap();
+        assert_eq!(b.docker().serveraddress.as_deref(), Some(HOST));
+        assert!(
+            b.who()
+                .starts_with("the runner's AWS identity arn:aws:iam::111111111111:user/fake"),
+            "{}",
+            b.who()
+        );
+        assert!(!b.who().contains("runner-"), "never the token: {}", b.who());
         assert_eq!(
-            c.unwrap().unwrap().password.as_deref(),
+            c.unwrap().unwrap().docker().password.as_deref(),
             Some("210987654321-runner")
         );
     });
@@ -331,7 +340,7 @@ fn docker_auth_config_job_beats_runner() {
     let creds = |image: &str| {
         rt().block_on(r.credentials_for(&ImageRef::parse(image).unwrap()))
             .unwrap()
-            .map(|c| c.username.unwrap())
+            .map(|c| c.docker().username.unwrap())
     };
     assert_eq!(creds("reg.example.com/a:1").as_deref(), Some("job"));
     assert_eq!(creds("other.example.com/a:1").as_deref(), Some("r2"));
@@ -384,14 +393,25 @@ fn registry_logins_follow_the_docker_executors_order() {
     let login = |image: &str| {
         rt().block_on(r.credentials_for(&ImageRef::parse(image).unwrap()))
             .unwrap()
-            .map(|c| (c.username.unwrap(), c.password.unwrap()))
+            .map(|c| {
+                let d = c.docker();
+                (d.username.unwrap(), d.password.unwrap(), c.who())
+            })
     };
     // The job's DOCKER_AUTH_CONFIG, then the runner user's config file, then the payload.
-    assert_eq!(login("reg.example.com/a:1").unwrap().0, "job");
-    assert_eq!(login("file.example.com/a:1").unwrap().0, "file2");
+    let job = login("reg.example.com/a:1").unwrap();
+    assert_eq!(job.0, "job");
+    assert_eq!(job.2, "user job from the job's DOCKER_AUTH_CONFIG");
+    let file = login("file.example.com/a:1").unwrap();
+    assert_eq!(file.0, "file2");
+    assert_eq!(file.2, "user file2 from the runner user's Docker config");
     assert_eq!(
         login("gitlab.example.com:5050/group/project/image:1"),
-        Some(("gitlab-ci-token".to_owned(), "job-token-secret".to_owned()))
+        Some((
+            "gitlab-ci-token".to_owned(),
+            "job-token-secret".to_owned(),
+            "user gitlab-ci-token from the job's registry credentials".to_owned()
+        ))
     );
     assert_eq!(login("other.example.com/a:1"), None);
     assert_eq!(
@@ -406,5 +426,8 @@ fn registry_logins_follow_the_docker_executors_order() {
     let file = rt()
         .block_on(r.credentials_for(&ImageRef::parse("file.example.com/a:1").unwrap()))
         .unwrap();
-    assert_eq!(file.and_then(|c| c.username).as_deref(), Some("ci"));
+    assert_eq!(
+        file.and_then(|c| c.docker().username).as_deref(),
+        Some("ci")
+    );
 }

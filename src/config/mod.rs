@@ -10,6 +10,7 @@
 pub(crate) mod container;
 pub(crate) mod docker;
 pub(crate) mod ecr;
+pub(crate) mod pull_through;
 pub(crate) mod units;
 
 use std::collections::BTreeMap;
@@ -20,11 +21,13 @@ use serde::Deserialize;
 use self::container::{ContainerSettings, Resources, ServiceSettings};
 use self::docker::DockerConfig;
 use self::ecr::{EcrConfig, RegistryConfig};
+use self::pull_through::PullThrough;
 use crate::error::{Error, Result};
 use crate::naming::LABEL_PREFIX;
 use crate::policy::AllowList;
 use crate::pull_policy::{PolicySource, PullPolicy};
 use crate::reference::ecr::parse_ecr_host;
+use crate::reference::host::registry_key;
 
 /// Where the driver looks when no path is given.
 pub(crate) const DEFAULT_CONFIG_PATH: &str = "/etc/ecr-executor/config.toml";
@@ -84,6 +87,19 @@ pub(crate) struct Config {
     /// `[[registry]]`: per-registry settings, and hosts to treat as ECR (aliases, caches).
     #[serde(rename = "registry")]
     pub registries: Vec<RegistryConfig>,
+    /// `[[pull_through]]`: upstream registries whose images come through an ECR pull-through
+    /// cache instead.
+    pub pull_through: Vec<PullThrough>,
+    /// `[audit]`: the trail of every pull.
+    pub audit: AuditConfig,
+}
+
+/// `[audit]`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct AuditConfig {
+    /// Append one JSON line per image a job needs (see `stages::prepare::audit`).
+    pub file: Option<PathBuf>,
 }
 
 impl Default for Config {
@@ -113,6 +129,8 @@ impl Default for Config {
             docker: DockerConfig::default(),
             ecr: EcrConfig::default(),
             registries: Vec::new(),
+            pull_through: Vec::new(),
+            audit: AuditConfig::default(),
         }
     }
 }
@@ -192,6 +210,22 @@ impl Config {
                 && (id.len() != 12 || !id.bytes().all(|b| b.is_ascii_digit()))
             {
                 return Err(format!("{at}: `registry_id` must be a 12-digit account id"));
+            }
+        }
+        for (i, rule) in config.pull_through.iter().enumerate() {
+            let declared = config
+                .registries
+                .iter()
+                .any(|r| registry_key(&r.host) == registry_key(&rule.registry));
+            if parse_ecr_host(&rule.registry).is_none() && !declared {
+                return Err(format!(
+                    "[[pull_through]] #{} (upstream {:?}): the prefix's registry {:?} is not an \
+                     ECR hostname; name the cache's ECR registry, or declare that host in a \
+                     [[registry]] entry",
+                    i + 1,
+                    rule.upstream,
+                    rule.registry
+                ));
             }
         }
         if let Some(key) = config
@@ -356,6 +390,41 @@ mod tests {
         ] {
             let err = Config::parse(bad).unwrap_err();
             assert!(!err.is_empty(), "{bad} accepted");
+        }
+    }
+
+    #[test]
+    fn pull_through_rules() {
+        let c = Config::parse(
+            r#"
+            [[pull_through]]
+            upstream = "docker.io"
+            prefix = "123456789012.dkr.ecr.eu-west-1.amazonaws.com/docker-hub"
+            fallback = "upstream"
+            [[pull_through]]
+            upstream = "quay.io"
+            prefix = "cache.example.com/quay"
+            images = ["team/**"]
+            [[registry]]
+            host = "cache.example.com"
+            registry_id = "123456789012"
+            region = "eu-west-1"
+            "#,
+        )
+        .unwrap();
+        assert_eq!(c.pull_through.len(), 2);
+        assert_eq!(
+            c.pull_through[1].fallback,
+            pull_through::Fallback::Fail,
+            "the default"
+        );
+        for bad in [
+            "[[pull_through]]\nupstream = \"docker.io\"\nprefix = \"elsewhere.example.com/hub\"",
+            "[[pull_through]]\nupstream = \"docker.io\"",
+            "[[pull_through]]\nupstream = \"docker.io\"\nprefix = \"123456789012.dkr.ecr.eu-west-1.amazonaws.com/h\"\nfallback = \"maybe\"",
+            "[[pull_through]]\nupstream = \"docker.io\"\nprefix = \"123456789012.dkr.ecr.eu-west-1.amazonaws.com/h\"\nupsteam = \"x\"",
+        ] {
+            assert!(Config::parse(bad).is_err(), "{bad} accepted");
         }
     }
 

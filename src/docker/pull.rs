@@ -1,55 +1,177 @@
 //! Getting an image onto the Docker host under a list of pull policies, with progress in the
 //! job log: one line each time a layer changes state, never one per progress tick.
+//!
+//! An image a `[[pull_through]]` rule covers is pulled under the cache's name instead, with the
+//! cache's ECR credentials. When the cache cannot serve it (not found, access denied), the
+//! rule's `fallback` decides: the name the job wrote, from upstream with upstream's
+//! credentials, or a failure naming both names. Throttling, 5xx and unreachable registries
+//! are not "cannot serve": they fail the prepare as any pull's do, and the runner retries it.
 
 use std::collections::HashMap;
 
 use bollard::Docker;
 use bollard::models::ImageInspect;
 
-use crate::auth::Resolver;
-use crate::auth::ecr::TokenFetcher;
 use bollard::query_parameters::CreateImageOptions;
 use futures_util::StreamExt;
 
 use super::client::is_not_found;
+use crate::auth::ecr::TokenFetcher;
+use crate::auth::{Credentials, Resolver};
+use crate::config::pull_through::{Fallback, Route};
 use crate::error::{Error, Result};
 use crate::output;
 use crate::pull_policy::PullPolicy;
 use crate::reference::ImageRef;
 
+/// An image on the engine's host, and how it got there.
+#[derive(Debug)]
+pub(crate) struct Pulled {
+    pub inspect: ImageInspect,
+    /// The reference used: the cache's name, or the job's when it was not routed or fell back.
+    pub reference: String,
+    /// Whose credentials pulled it; `None` when it was already there or pulled anonymously.
+    pub credentials: Option<Credentials>,
+    /// Whether it was pulled now (else it was already on the host).
+    pub pulled: bool,
+}
+
+/// How a pull is announced in the job log.
+#[derive(Clone, Copy)]
+enum Announce<'a> {
+    Plain,
+    /// Through a pull-through cache: the name the job wrote, and the rule.
+    Routed {
+        requested: &'a str,
+        route: &'a Route,
+    },
+}
+
+/// Makes `image` available, through the pull-through cache of `route` when there is one; see
+/// the module's documentation.
+pub(crate) async fn ensure_image<F: TokenFetcher>(
+    docker: &Docker,
+    image: &ImageRef,
+    route: Option<&Route>,
+    policies: &[PullPolicy],
+    platform: Option<&str>,
+    auth: &Resolver<'_, F>,
+) -> Result<Pulled> {
+    let Some(route) = route else {
+        return ensure(docker, image, policies, platform, auth, Announce::Plain).await;
+    };
+    let requested = image.pull_reference();
+    let routed = route.image.pull_reference();
+    let announce = Announce::Routed {
+        requested: &requested,
+        route,
+    };
+    let error = match ensure(docker, &route.image, policies, platform, auth, announce).await {
+        Ok(pulled) => return Ok(pulled),
+        Err(e) => e,
+    };
+    let Some(reason) = not_served(&error) else {
+        return Err(error);
+    };
+    match route.fallback {
+        Fallback::Upstream => {
+            output::warn(format!(
+                "the pull-through cache could not serve {requested} as {routed} ({reason}); \
+                 pulling {requested} from {} instead (fallback = \"upstream\")",
+                route.upstream
+            ));
+            ensure(docker, image, policies, platform, auth, Announce::Plain).await
+        }
+        Fallback::Fail => Err(Error::PullThrough {
+            requested,
+            routed,
+            rule: route.rule + 1,
+            upstream: route.upstream.clone(),
+            reason,
+        }),
+    }
+}
+
+/// Why a failed pull means the cache cannot serve the image (no rule on the ECR side, no such
+/// repository or tag, access denied), or `None` for a failure of another kind (throttling,
+/// server errors, an engine or network down), which no other registry would fix.
+fn not_served(error: &Error) -> Option<String> {
+    match error {
+        Error::Pull { message, .. } => {
+            let lower = message.to_ascii_lowercase();
+            [
+                "not found",
+                "manifest unknown",
+                "name unknown",
+                "does not exist",
+                "denied",
+                "unauthorized",
+                "forbidden",
+            ]
+            .iter()
+            .any(|m| lower.contains(m))
+            .then(|| message.clone())
+        }
+        Error::AwsDenied { .. } | Error::ImageNotPresent { .. } => Some(error.to_string()),
+        _ => None,
+    }
+}
+
 /// Makes `image` available, trying `policies` in order (a later one is a fallback for an
 /// earlier failure, as in the Docker executor). Registry credentials are resolved only when
-/// a pull really happens. Returns the local image's inspect data.
-pub(crate) async fn ensure_image<F: TokenFetcher>(
+/// a pull really happens.
+async fn ensure<F: TokenFetcher>(
     docker: &Docker,
     image: &ImageRef,
     policies: &[PullPolicy],
     platform: Option<&str>,
     auth: &Resolver<'_, F>,
-) -> Result<ImageInspect> {
+    announce: Announce<'_>,
+) -> Result<Pulled> {
     let reference = image.pull_reference();
     let mut last = None;
     for (i, policy) in policies.iter().enumerate() {
         let attempt = match policy {
             PullPolicy::Never | PullPolicy::IfNotPresent => {
                 match local_id(docker, &reference).await? {
-                    Some(id) => return Ok(id),
+                    Some(inspect) => {
+                        if let Announce::Routed { requested, route } = announce {
+                            output::info(format!(
+                                "Using {reference} for {requested} ([[pull_through]] #{} for \
+                                 {}): present on the host",
+                                route.rule + 1,
+                                route.upstream
+                            ));
+                        }
+                        return Ok(Pulled {
+                            inspect,
+                            reference,
+                            credentials: None,
+                            pulled: false,
+                        });
+                    }
                     None if *policy == PullPolicy::Never => Err(Error::ImageNotPresent {
                         image: reference.clone(),
                     }),
-                    None => pull(docker, image, platform, auth).await,
+                    None => pull(docker, image, platform, auth, announce).await,
                 }
             }
-            PullPolicy::Always => pull(docker, image, platform, auth).await,
+            PullPolicy::Always => pull(docker, image, platform, auth, announce).await,
         };
         match attempt {
-            Ok(()) => {
-                return local_id(docker, &reference)
+            Ok(credentials) => {
+                let inspect = local_id(docker, &reference)
                     .await?
                     .ok_or_else(|| Error::Pull {
                         image: reference.clone(),
                         message: "the image is missing right after the pull".into(),
-                    });
+                    })?;
+                return Ok(Pulled {
+                    inspect,
+                    reference,
+                    credentials,
+                    pulled: true,
+                });
             }
             Err(e) => {
                 if let Some(next) = policies.get(i + 1) {
@@ -85,21 +207,30 @@ async fn local_id(docker: &Docker, reference: &str) -> Result<Option<ImageInspec
     }
 }
 
+/// Pulls `image`, saying in the job log what and with whose credentials (never the secret);
+/// returns those credentials.
 async fn pull<F: TokenFetcher>(
     docker: &Docker,
     image: &ImageRef,
     platform: Option<&str>,
     auth: &Resolver<'_, F>,
-) -> Result<()> {
+    announce: Announce<'_>,
+) -> Result<Option<Credentials>> {
     let credentials = auth.credentials_for(image).await?;
     let reference = image.pull_reference();
-    match &credentials {
-        Some(c) => output::info(format!(
-            "Pulling image {reference} as {} ...",
-            c.username.as_deref().unwrap_or("?")
-        )),
-        None => output::info(format!("Pulling image {reference} ...")),
-    }
+    let with = credentials
+        .as_ref()
+        .map(|c| format!(" with {}", c.who()))
+        .unwrap_or_default();
+    output::info(match announce {
+        Announce::Plain => format!("Pulling image {reference}{with} ..."),
+        Announce::Routed { requested, route } => format!(
+            "Pulling {requested} through the pull-through cache as {reference} \
+             ([[pull_through]] #{} for {}){with} ...",
+            route.rule + 1,
+            route.upstream
+        ),
+    });
     let reference = reference.as_str();
     let options = CreateImageOptions {
         from_image: Some(reference.to_owned()),
@@ -107,7 +238,11 @@ async fn pull<F: TokenFetcher>(
         ..Default::default()
     };
     let anonymous = credentials.is_none();
-    let mut stream = docker.create_image(Some(options), None, credentials);
+    let mut stream = docker.create_image(
+        Some(options),
+        None,
+        credentials.as_ref().map(|c| c.docker()),
+    );
     let mut progress = Progress::default();
     while let Some(item) = stream.next().await {
         let info = item.map_err(|e| Error::Pull {
@@ -124,7 +259,7 @@ async fn pull<F: TokenFetcher>(
             output::info(line);
         }
     }
-    Ok(())
+    Ok(credentials)
 }
 
 /// Points at the fix when a registry wanted credentials the driver did not have.

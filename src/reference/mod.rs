@@ -92,6 +92,19 @@ impl ImageRef {
         self.registry.as_deref().unwrap_or(DEFAULT_REGISTRY)
     }
 
+    /// Host and path as the engine resolves them (`normalize.go`): no host, or one of Docker
+    /// Hub's aliases, is `docker.io`, where a one-component path is under `library/`; hosts
+    /// are lower-cased (DNS names are case-insensitive).
+    pub(crate) fn canonical(&self) -> (String, String) {
+        let host = canonical_host(self.registry_host());
+        let path = if host == DEFAULT_REGISTRY && !self.repository.contains('/') {
+            format!("library/{}", self.repository)
+        } else {
+            self.repository.clone()
+        };
+        (host, path)
+    }
+
     /// The reference to pull and inspect: a tag is always present unless a digest pins the
     /// image, because the Engine API pulls *every* tag of a repository when given none.
     pub(crate) fn pull_reference(&self) -> String {
@@ -114,6 +127,16 @@ impl ImageRef {
             s.push_str(d);
         }
         s
+    }
+}
+
+/// A registry host as the engine resolves it: lower-cased, Docker Hub's aliases as
+/// `docker.io`.
+pub(crate) fn canonical_host(host: &str) -> String {
+    let host = host.to_ascii_lowercase();
+    match host.as_str() {
+        "index.docker.io" | "registry-1.docker.io" => DEFAULT_REGISTRY.to_owned(),
+        _ => host,
     }
 }
 
@@ -232,6 +255,28 @@ mod tests {
         assert_eq!(pull("127.0.0.1:5000/a:1"), "127.0.0.1:5000/a:1");
         assert_eq!(pull(&format!("a/b@{SHA256}")), format!("a/b@{SHA256}"));
         assert_eq!(pull(&format!("a/b:1@{SHA256}")), format!("a/b:1@{SHA256}"));
+    }
+
+    #[test]
+    fn canonical_names_are_dockers() {
+        for (input, host, path) in [
+            ("redis:7", "docker.io", "library/redis"),
+            ("library/redis:7", "docker.io", "library/redis"),
+            ("docker.io/redis:7", "docker.io", "library/redis"),
+            ("index.docker.io/redis", "docker.io", "library/redis"),
+            (
+                "registry-1.docker.io/library/redis",
+                "docker.io",
+                "library/redis",
+            ),
+            ("bitnami/redis", "docker.io", "bitnami/redis"),
+            ("quay.io/team/tool:1", "quay.io", "team/tool"),
+            ("Quay.IO/team/tool", "quay.io", "team/tool"),
+            ("localhost:5000/a", "localhost:5000", "a"),
+        ] {
+            let r = ImageRef::parse(input).unwrap();
+            assert_eq!(r.canonical(), (host.to_owned(), path.to_owned()), "{input}");
+        }
     }
 
     #[test]

@@ -1,12 +1,14 @@
 //! `ecr-executor auth check [IMAGE|HOST]`: resolves the identity for a registry, fetches (or
 //! reads from the cache) a token, and reports which identity and role were used, the
-//! registry, the expiry and where the token came from. Never the token itself.
+//! registry, the expiry and where the token came from. Never the token itself. For an image a
+//! `[[pull_through]]` rule covers, it shows the route and checks the cache's registry.
 
 use aws_smithy_types::DateTime;
 use aws_smithy_types::date_time::Format;
 
 use super::Context;
 use crate::auth::{Resolver, Source};
+use crate::config::pull_through::{self, Fallback};
 use crate::error::{Error, Result};
 use crate::output;
 use crate::reference::ImageRef;
@@ -24,10 +26,34 @@ pub(crate) async fn run(ctx: &Context, target: Option<&str>) -> Result<()> {
                 .to_owned()
         }
     };
-    // An image reference names its registry; anything else is taken as a registry host.
+    // An image reference names its registry (through a pull-through cache when a rule covers
+    // it); anything else is taken as a registry host.
     let host = match ImageRef::parse(&named) {
-        Ok(image) if image.registry.is_some() => image.registry_host().to_owned(),
-        _ => named.clone(),
+        Ok(image) => match pull_through::route(&ctx.config.pull_through, &image) {
+            Ok(Some(route)) => {
+                output::info(format!(
+                    "image:    {}\nroute:    {} ([[pull_through]] #{} for {}, fallback {})",
+                    image.pull_reference(),
+                    route.image.pull_reference(),
+                    route.rule + 1,
+                    route.upstream,
+                    match route.fallback {
+                        Fallback::Upstream => "upstream",
+                        Fallback::Fail => "fail",
+                    }
+                ));
+                route.image.registry_host().to_owned()
+            }
+            Ok(None) if image.registry.is_some() => image.registry_host().to_owned(),
+            Ok(None) => named.clone(),
+            Err(reason) => {
+                return Err(Error::InvalidImage {
+                    image: named,
+                    reason,
+                });
+            }
+        },
+        Err(_) => named.clone(),
     };
     let resolver = Resolver::new(&ctx.config, &ctx.env);
     let Some(target) = resolver.ecr_target(&host) else {
@@ -42,17 +68,28 @@ pub(crate) async fn run(ctx: &Context, target: Option<&str>) -> Result<()> {
         .fmt(Format::DateTime)
         .unwrap_or_else(|_| token.expires_at.to_string());
     let account = target.registry_id.as_deref().unwrap_or("ECR Public");
-    output::info(format!(
-        "registry: {}\naccount:  {account} (region {}, partition {})\nidentity: {}\nuser:     {}\nexpires:  {expires}\nsource:   {}",
+    let mut report = format!(
+        "registry: {}\naccount:  {account} (region {}, partition {}{})\nidentity: {}\n",
         target.host,
         target.region,
         target.partition,
+        if target.fips { ", FIPS endpoints" } else { "" },
         token.identity,
+    );
+    if let Some(arn) = &token.arn {
+        report.push_str(&format!("arn:      {arn}\n"));
+    }
+    if let Some(session) = &token.session {
+        report.push_str(&format!("session:  {session}\n"));
+    }
+    report.push_str(&format!(
+        "user:     {}\nexpires:  {expires}\nsource:   {}",
         token.login.username,
         match token.source {
             Source::Cache => "cache",
             Source::Aws => "AWS",
         }
     ));
+    output::info(report);
     Ok(())
 }

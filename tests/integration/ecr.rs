@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use base64::Engine;
 use serde_json::json;
 
-use crate::fake_aws::{AwsNames, FakeAws, Reply, STS_SECRET_KEY, STS_SESSION_TOKEN};
+use crate::fake_aws::{AwsNames, FakeAws, RUNNER_ARN, Reply, STS_SECRET_KEY, STS_SESSION_TOKEN};
 use crate::harness::*;
 
 /// A job whose image must really be pulled (policy `always`), from a loopback registry.
@@ -53,7 +53,12 @@ fn runner_identity_pulls_from_ecr() {
         .build();
     let prepare = job.prepare();
     prepare.assert_ok();
-    assert!(prepare.stdout().contains("as AWS"), "{}", prepare.stdout());
+    // Who pulled, never the token: moto's runner identity, and where the token came from.
+    let line = format!(
+        "Pulling image {} with the runner's AWS identity arn:aws:sts::{RUNNER_ACCOUNT}:user/moto (token from AWS) ...",
+        w.ecr_image(RUNNER_ACCOUNT)
+    );
+    assert!(prepare.stdout().contains(&line), "{}", prepare.stdout());
     let build = job.run("build_script", "echo pulled-from-ecr");
     build.assert_ok();
     assert!(build.stdout().contains("pulled-from-ecr"));
@@ -69,7 +74,14 @@ fn job_identity_pulls_with_the_assumed_roles_account() {
             "[ecr]\nidentity = \"job\"\nrole_arn = \"{JOB_ROLE}\"\ncache_dir = \"@TMP@/cache\""
         ))
         .build();
-    job.prepare_ok();
+    let prepare = job.prepare();
+    prepare.assert_ok();
+    // The job's identity: the role and this job's session name.
+    let who = format!(
+        "with the job's AWS identity arn:aws:sts::{JOB_ACCOUNT}:assumed-role/gitlab-ci/gitlab-p{PROJECT_ID}-j{} (token from AWS)",
+        job.id
+    );
+    assert!(prepare.stdout().contains(&who), "{}", prepare.stdout());
     job.run("build_script", "echo ok").assert_ok();
     assert!(
         !job.tmp.path().join("cache").exists()
@@ -182,7 +194,15 @@ fn a_warm_cache_serves_the_next_job_without_aws_calls() {
     first.prepare_ok();
     assert_eq!(fake.calls("GetAuthorizationToken"), 1);
     let second = pulling(&image).aws(&fake.url).config(&config).build();
-    second.prepare_ok();
+    let prepare = second.prepare();
+    prepare.assert_ok();
+    assert!(
+        prepare.stdout().contains(&format!(
+            "with the runner's AWS identity {RUNNER_ARN} (token from the cache)"
+        )),
+        "the ARN is kept with the cached token: {}",
+        prepare.stdout()
+    );
     assert_eq!(
         fake.calls("GetAuthorizationToken"),
         1,
@@ -349,10 +369,26 @@ fn thirty_two_concurrent_prepares_share_one_cache_entry() {
         Reply::Delay(Duration::from_millis(300)),
     );
     let cache = tempfile::tempdir().unwrap();
-    let config = format!("[ecr]\ncache_dir = {:?}", cache.path());
+    let trail = cache.path().join("audit/pulls.jsonl");
+    std::fs::create_dir(trail.parent().unwrap()).unwrap();
+    let config = format!(
+        "[ecr]\ncache_dir = {:?}\n[audit]\nfile = {trail:?}",
+        cache.path().join("ecr")
+    );
     let image = world().ecr_image(RUNNER_ACCOUNT);
     let jobs: Vec<Job> = (0..32)
-        .map(|_| pulling(&image).aws(&fake.url).config(&config).build())
+        .map(|_| {
+            pulling(&image)
+                .aws(&fake.url)
+                .config(&config)
+                .var("CI_PROJECT_PATH", "group/project")
+                .var("CI_PIPELINE_ID", "777")
+                .var(
+                    "CI_JOB_URL",
+                    "https://gitlab.example.com/group/project/-/jobs/1",
+                )
+                .build()
+        })
         .collect();
     let running: Vec<Running> = jobs.iter().map(Job::spawn_prepare).collect();
     for run in running {
@@ -363,11 +399,68 @@ fn thirty_two_concurrent_prepares_share_one_cache_entry() {
         1,
         "one process fetched, 31 waited for it"
     );
-    let entries = cache_entries(cache.path());
+    let entries = cache_entries(&cache.path().join("ecr"));
     assert_eq!(entries.len(), 1);
     let entry: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&entries[0]).unwrap()).expect("valid JSON");
     assert_eq!(entry["registry_id"], RUNNER_ACCOUNT);
+
+    // The audit trail: a whole JSON object per line, two per job (job image and helper),
+    // written by 32 processes at once; nothing secret in it.
+    let text = std::fs::read_to_string(&trail).unwrap();
+    assert!(
+        !text.contains("auth-token") && !text.contains("testing"),
+        "{text}"
+    );
+    let mode = std::fs::metadata(&trail).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o640);
+    let lines: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l:?}")))
+        .collect();
+    assert_eq!(lines.len(), 64, "{text}");
+    let repository = image.rsplit_once(':').unwrap().0;
+    let mut from_aws = 0;
+    for job in &jobs {
+        let id = job.id.to_string();
+        let build: Vec<&serde_json::Value> = lines
+            .iter()
+            .filter(|l| l["job_id"] == id.as_str() && l["role"] == "build")
+            .collect();
+        assert_eq!(build.len(), 1, "job {id}: {text}");
+        let b = build[0];
+        assert_eq!(b["image"], image.as_str());
+        assert_eq!(b["image_pulled"], image.as_str());
+        assert!(
+            b["digest"]
+                .as_str()
+                .unwrap()
+                .starts_with(&format!("{repository}@sha256:")),
+            "{b}"
+        );
+        assert_eq!(b["registry"], world().ecr_host(RUNNER_ACCOUNT).as_str());
+        assert_eq!(b["identity"], "runner");
+        assert_eq!(b["principal_arn"], RUNNER_ARN);
+        assert_eq!(b["outcome"], "pulled");
+        assert_eq!(b["project"], "group/project");
+        assert_eq!(b["pipeline_id"], "777");
+        assert_eq!(b["runner"], RUNNER_TOKEN);
+        assert!(b["job_url"].as_str().unwrap().starts_with("https://"));
+        assert!(b["duration_ms"].is_u64() && b["time"].as_str().unwrap().ends_with('Z'));
+        if b["cache_hit"] == false {
+            from_aws += 1;
+        }
+        assert!(
+            lines
+                .iter()
+                .any(|l| l["job_id"] == id.as_str() && l["role"] == "helper"),
+            "job {id}"
+        );
+    }
+    assert_eq!(
+        from_aws, 1,
+        "the token came from AWS once, then from the cache"
+    );
 }
 
 #[test]
@@ -486,7 +579,7 @@ fn job_and_helper_images_on_two_registries_are_authenticated_concurrently() {
     job.prepare_ok();
     assert_eq!(fake.calls("GetAuthorizationToken"), 2);
     assert_eq!(
-        fake.max_in_flight(),
+        fake.max_in_flight("GetAuthorizationToken"),
         2,
         "both registries were resolved at the same time"
     );

@@ -35,8 +35,9 @@ struct State {
     calls: HashMap<String, usize>,
     /// The `Host` header of each call, by action.
     hosts: HashMap<String, Vec<String>>,
-    in_flight: usize,
-    max_in_flight: usize,
+    /// Requests being answered, and the most at once, by action.
+    in_flight: HashMap<String, usize>,
+    max_in_flight: HashMap<String, usize>,
 }
 
 pub struct FakeAws {
@@ -74,9 +75,10 @@ impl FakeAws {
         self
     }
 
-    /// The most requests that were being answered at the same time.
-    pub fn max_in_flight(&self) -> usize {
-        self.state.lock().unwrap().max_in_flight
+    /// The most requests of `action` that were being answered at the same time.
+    pub fn max_in_flight(&self, action: &str) -> usize {
+        let state = self.state.lock().unwrap();
+        state.max_in_flight.get(action).copied().unwrap_or(0)
     }
 
     /// How many requests of `action` arrived.
@@ -152,8 +154,13 @@ fn serve(conn: TcpStream, state: &Mutex<State>, stop: &AtomicBool) {
             *s.calls.entry(action.clone()).or_default() += 1;
             let host = headers.get("host").cloned().unwrap_or_default();
             s.hosts.entry(action.clone()).or_default().push(host);
-            s.in_flight += 1;
-            s.max_in_flight = s.max_in_flight.max(s.in_flight);
+            let now = {
+                let n = s.in_flight.entry(action.clone()).or_default();
+                *n += 1;
+                *n
+            };
+            let max = s.max_in_flight.entry(action.clone()).or_default();
+            *max = (*max).max(now);
             s.replies.get(action.as_str()).cloned().unwrap_or(Reply::Ok)
         };
         let response = match reply {
@@ -170,7 +177,9 @@ fn serve(conn: TcpStream, state: &Mutex<State>, stop: &AtomicBool) {
             Reply::Ok => success(&action, &body),
             Reply::Error(status, code) => error(&action, status, code),
         };
-        state.lock().unwrap().in_flight -= 1;
+        if let Some(n) = state.lock().unwrap().in_flight.get_mut(&action) {
+            *n -= 1;
+        }
         if out.write_all(response.as_bytes()).is_err() {
             return;
         }
@@ -198,8 +207,21 @@ fn now() -> u64 {
         .as_secs()
 }
 
+/// The principal a runner identity's static test keys stand for.
+pub const RUNNER_ARN: &str = "arn:aws:iam::123456789012:user/fake-runner";
+
 fn success(action: &str, body: &str) -> String {
     match action {
+        "GetCallerIdentity" => {
+            let xml = format!(
+                "<GetCallerIdentityResponse xmlns=\"https://sts.amazonaws.com/doc/2011-06-15/\">\
+                 <GetCallerIdentityResult><Arn>{RUNNER_ARN}</Arn><UserId>AIDAFAKE</UserId>\
+                 <Account>123456789012</Account></GetCallerIdentityResult>\
+                 <ResponseMetadata><RequestId>fake</RequestId></ResponseMetadata>\
+                 </GetCallerIdentityResponse>"
+            );
+            http(200, "text/xml", &xml, "")
+        }
         "AssumeRoleWithWebIdentity" | "AssumeRole" => {
             let role = form_value(body, "RoleArn").unwrap_or_default();
             let account = role.split(':').nth(4).unwrap_or("123456789012").to_owned();
@@ -241,7 +263,7 @@ fn success(action: &str, body: &str) -> String {
 }
 
 fn error(action: &str, status: u16, code: &str) -> String {
-    if action.starts_with("Assume") {
+    if action.starts_with("Assume") || action == "GetCallerIdentity" {
         let xml = format!(
             "<ErrorResponse xmlns=\"https://sts.amazonaws.com/doc/2011-06-15/\"><Error><Type>Sender</Type>\
              <Code>{code}</Code><Message>injected {code}</Message></Error><RequestId>fake</RequestId></ErrorResponse>"

@@ -63,7 +63,7 @@ fn an_engine_that_goes_away_mid_stage_ends_the_stage() {
 
 /// How [`failing_registry`] answers manifest requests.
 #[derive(Clone, Copy, PartialEq)]
-enum ManifestFault {
+pub enum ManifestFault {
     ServerError,
     CloseMidResponse,
     /// Never answer (until the client goes away).
@@ -72,7 +72,7 @@ enum ManifestFault {
 
 /// A registry that answers `/v2/` but fails every manifest request as `fault` says. Returns
 /// its port and a count of the manifest requests it has seen.
-fn failing_registry(fault: ManifestFault) -> (u16, Arc<AtomicUsize>) {
+pub fn failing_registry(fault: ManifestFault) -> (u16, Arc<AtomicUsize>) {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
     let seen = Arc::new(AtomicUsize::new(0));

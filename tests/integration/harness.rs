@@ -663,6 +663,8 @@ pub struct World {
     pub moto: String,
     pub runner_port: u16,
     pub job_port: u16,
+    /// The digest of `docker-hub/library/busybox:latest` in the registries.
+    pub busybox_digest: String,
 }
 
 /// The test world; fails loudly when the test command did not start it.
@@ -678,6 +680,7 @@ pub fn world() -> &'static World {
             moto: var("ECR_EXECUTOR_TEST_AWS"),
             runner_port: var("ECR_EXECUTOR_TEST_REGISTRY_RUNNER").parse().unwrap(),
             job_port: var("ECR_EXECUTOR_TEST_REGISTRY_JOB").parse().unwrap(),
+            busybox_digest: var("ECR_EXECUTOR_TEST_BUSYBOX_DIGEST"),
         }
     })
 }

@@ -17,3 +17,4 @@ mod jobs;
 mod output;
 mod parity;
 mod policy;
+mod pull_through;

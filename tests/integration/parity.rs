@@ -110,9 +110,9 @@ fn a_service_on_ecr_is_pulled_with_ecr_credentials() {
     prepare.assert_ok();
     assert_eq!(fake.calls("GetAuthorizationToken"), 1);
     assert!(
-        prepare
-            .stdout()
-            .contains(&format!("Pulling image {service} as AWS")),
+        prepare.stdout().contains(&format!(
+            "Pulling image {service} with the runner's AWS identity"
+        )),
         "{}",
         prepare.stdout()
     );

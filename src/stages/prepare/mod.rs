@@ -9,6 +9,7 @@
 //! objects it did not make are replaced. A failure leaves whatever was created for
 //! `cleanup`, which the runner always calls. SIGTERM aborts pulls and creates.
 
+pub(crate) mod audit;
 pub(crate) mod containers;
 pub(crate) mod plan;
 pub(crate) mod services;
@@ -24,15 +25,18 @@ use tokio_util::sync::CancellationToken;
 
 use super::Context;
 use crate::auth::Resolver;
+use crate::docker::pull::{Pulled, ensure_image};
 use crate::docker::shell::Access;
 use crate::docker::state::ensure_running;
-use crate::docker::{client, direct, pull::ensure_image, resources::remove_job};
+use crate::docker::{client, direct, resources::remove_job};
 use crate::error::{Error, Result};
 use crate::job::JobIdentity;
-use crate::naming::{Lifetime, Names, Role};
+use crate::naming::{Lifetime, Names, Role, image_labels};
 use crate::output;
 use crate::pull_policy::PullPolicy;
+use crate::reference::ImageRef;
 
+use audit::{Audit, audited};
 pub(crate) use plan::Plan;
 
 pub(crate) async fn run(ctx: &Context, cancel: &CancellationToken) -> Result<()> {
@@ -69,23 +73,43 @@ async fn prepare(
     };
     let platform = plan.platform.as_deref();
 
+    let audit = Audit::new(config.audit.file.as_deref(), &ctx.env.vars);
     let (leftovers, image, helper, (access, engine_kernel)) = tokio::join!(
         remove_job(docker, &names),
-        ensure_image(docker, &plan.image, &plan.pull_policies, platform, auth),
-        ensure_image(
-            docker,
+        audited(
+            audit.as_ref(),
+            "build",
+            &plan.image,
+            ensure_image(
+                docker,
+                &plan.image,
+                plan.image_route.as_ref(),
+                &plan.pull_policies,
+                platform,
+                auth
+            )
+        ),
+        audited(
+            audit.as_ref(),
+            "helper",
             &plan.helper_image,
-            &[PullPolicy::IfNotPresent],
-            None,
-            auth
+            ensure_image(
+                docker,
+                &plan.helper_image,
+                plan.helper_route.as_ref(),
+                &[PullPolicy::IfNotPresent],
+                None,
+                auth
+            )
         ),
         Access::of(docker),
     );
     for failure in leftovers {
         output::warn(format!("could not remove leftover {failure}"));
     }
-    let image_id = image?.id.unwrap_or_default();
-    let helper_id = helper?.id.unwrap_or_default();
+    let (image, helper) = (image?, helper?);
+    let image_id = image.inspect.id.clone().unwrap_or_default();
+    let helper_id = helper.inspect.id.clone().unwrap_or_default();
     output::info(format!("Using image {} ({image_id})", plan.image));
 
     let volume = |name: &str, labels| VolumeCreateRequest {
@@ -155,12 +179,17 @@ async fn prepare(
         lifetime_secs: lifetime.keep_alive_secs(),
         direct: direct_dir.as_deref(),
     };
+    let labelled = |role, requested: &ImageRef, pulled: &Pulled| {
+        let mut all = container_labels(role);
+        all.extend(image_labels(&requested.pull_reference(), &pulled.reference));
+        all
+    };
     let mut build = containers::build(
         config,
         &names,
         plan,
         image_id,
-        container_labels(Role::Build),
+        labelled(Role::Build, &plan.image, &image),
         &stages,
     );
     let mut helper = containers::helper(
@@ -168,7 +197,7 @@ async fn prepare(
         &names,
         plan,
         helper_id,
-        container_labels(Role::Helper),
+        labelled(Role::Helper, &plan.helper_image, &helper),
         &stages,
     );
     let image = plan.image.to_string();
@@ -206,7 +235,8 @@ async fn prepare(
             &names,
             plan,
             || container_labels(Role::Service),
-            auth
+            auth,
+            audit.as_ref(),
         ),
         build_and_helper,
     )?;

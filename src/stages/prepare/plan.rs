@@ -4,6 +4,7 @@
 
 use super::super::Context;
 use crate::config::Config;
+use crate::config::pull_through::{self, Route};
 use crate::error::{Error, Result};
 use crate::job::payload::ServiceSpec;
 use crate::job::{JobPayload, JobVars};
@@ -21,10 +22,13 @@ const MAX_HEALTHCHECK_PORTS: usize = 20;
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct Plan {
     pub image: ImageRef,
+    /// The pull-through cache's name for the job image, when a rule covers it.
+    pub image_route: Option<Route>,
     pub pull_policies: Vec<PullPolicy>,
     /// `None` keeps the image's ENTRYPOINT.
     pub entrypoint: Option<Vec<String>>,
     pub helper_image: ImageRef,
+    pub helper_route: Option<Route>,
     pub network_per_job: bool,
     pub user: Option<String>,
     pub platform: Option<String>,
@@ -38,6 +42,7 @@ pub(crate) struct Plan {
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct ServicePlan {
     pub image: ImageRef,
+    pub route: Option<Route>,
     /// The image as the job wrote it, for messages.
     pub name: String,
     /// Network aliases: the job's, then the two derived from the image name.
@@ -118,6 +123,8 @@ impl Plan {
                 path: "helper_image".into(),
                 message: format!("{helper_name:?}: {reason}"),
             })?;
+        let helper_route = route(config, &helper_name, &helper_image)?;
+        let image_route = route(config, name, &image)?;
 
         let specs = if !payload.services.is_empty() || ctx.env.job_response_file.is_some() {
             payload.services.clone()
@@ -133,9 +140,11 @@ impl Plan {
 
         Ok(Plan {
             image,
+            image_route,
             pull_policies,
             entrypoint,
             helper_image,
+            helper_route,
             // Services are reached by alias, which needs a network of the job's own.
             network_per_job: config.network_per_job
                 || vars.flag("FF_NETWORK_PER_BUILD")
@@ -149,6 +158,14 @@ impl Plan {
             notices,
         })
     }
+}
+
+/// The pull-through cache's name for an image a `[[pull_through]]` rule covers.
+fn route(config: &Config, name: &str, image: &ImageRef) -> Result<Option<Route>> {
+    pull_through::route(&config.pull_through, image).map_err(|reason| Error::InvalidImage {
+        image: name.to_owned(),
+        reason,
+    })
 }
 
 fn parse_image(name: &str) -> Result<ImageRef> {
@@ -286,6 +303,7 @@ fn services(
                 })
                 .transpose()?;
             Ok(ServicePlan {
+                route: route(config, &spec.name, &image)?,
                 name: spec.name.clone(),
                 aliases,
                 entrypoint: spec.entrypoint.clone(),

@@ -16,6 +16,7 @@ use bollard::Docker;
 use futures_util::future::{join_all, try_join_all};
 use tokio::time::{Instant, timeout};
 
+use super::audit::{Audit, audited};
 use super::containers;
 use super::plan::{Plan, ServicePlan, healthcheck_ports};
 use crate::auth::Resolver;
@@ -24,7 +25,7 @@ use crate::config::Config;
 use crate::docker::pull::ensure_image;
 use crate::docker::state;
 use crate::error::Result;
-use crate::naming::Names;
+use crate::naming::{Names, image_labels};
 use crate::output;
 
 /// A started service and the ports to wait for.
@@ -42,20 +43,39 @@ pub(crate) async fn start<'p, F: TokenFetcher>(
     plan: &'p Plan,
     labels: impl Fn() -> HashMap<String, String>,
     auth: &Resolver<'_, F>,
+    audit: Option<&Audit<'_>>,
 ) -> Result<Vec<Started<'p>>> {
     let starts = plan.services.iter().enumerate().map(|(i, service)| {
         let labels = labels();
         async move {
-            let image =
-                ensure_image(docker, &service.image, &service.pull_policies, None, auth).await?;
+            let pull = ensure_image(
+                docker,
+                &service.image,
+                service.route.as_ref(),
+                &service.pull_policies,
+                None,
+                auth,
+            );
+            let image = audited(audit, "service", &service.image, pull).await?;
+            let mut labels = labels;
+            labels.extend(image_labels(
+                &service.image.pull_reference(),
+                &image.reference,
+            ));
             let exposed = image
+                .inspect
                 .config
                 .as_ref()
                 .and_then(|c| c.exposed_ports.clone())
                 .unwrap_or_default();
             let container = names.service(i);
-            let body =
-                containers::service(config, names, service, image.id.unwrap_or_default(), labels);
+            let body = containers::service(
+                config,
+                names,
+                service,
+                image.inspect.id.unwrap_or_default(),
+                labels,
+            );
             containers::create_and_start(docker, &container, None, &body).await?;
             output::info(format!(
                 "Started service {} as {container} (aliases: {})",
