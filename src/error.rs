@@ -119,6 +119,17 @@ pub(crate) enum Error {
         source: bollard::errors::Error,
     },
 
+    #[error(
+        "the Docker socket refused this user (permission denied) when asked to {action} \
+         {target}: add the runner's user to the `docker` group (`sudo usermod -aG docker \
+         gitlab-runner`, then restart gitlab-runner), or point `[docker] host` at a socket it \
+         may use"
+    )]
+    DockerPermission {
+        action: &'static str,
+        target: String,
+    },
+
     #[error("Docker could not {action} {target}: {source}")]
     Docker {
         action: &'static str,
@@ -129,6 +140,30 @@ pub(crate) enum Error {
 
     #[error("pulling image {image} failed: {message}")]
     Pull { image: String, message: String },
+
+    #[error(
+        "the {registry} has no image {wanted} ({message}); check the image's name and tag in \
+         .gitlab-ci.yml, or push the image there"
+    )]
+    ImageNotFound {
+        image: String,
+        /// Which registry, in words (an ECR registry's account and region).
+        registry: String,
+        /// `repository:tag` or `repository@digest`.
+        wanted: String,
+        message: String,
+    },
+
+    #[error(
+        "the registry refused to let {principal} pull {image} ({message}); allow that identity \
+         ecr:BatchGetImage and ecr:GetDownloadUrlForLayer on the repository (the IAM policy in \
+         the README)"
+    )]
+    PullDenied {
+        image: String,
+        principal: String,
+        message: String,
+    },
 
     #[error(
         "the pull-through cache could not serve {requested} as {routed} ({reason}); check that \
@@ -316,8 +351,11 @@ impl Error {
             | Error::JobPayload { .. }
             | Error::DockerConnect { .. }
             | Error::DockerUnreachable { .. }
+            | Error::DockerPermission { .. }
             | Error::Docker { .. }
             | Error::Pull { .. }
+            | Error::ImageNotFound { .. }
+            | Error::PullDenied { .. }
             | Error::PullThrough { .. }
             | Error::ImageNotPresent { .. }
             | Error::ContainerGone { .. }
@@ -343,6 +381,10 @@ impl Error {
         source: bollard::errors::Error,
     ) -> Self {
         use bollard::errors::Error as E;
+        let target = target.into();
+        if io_kind(&source) == Some(std::io::ErrorKind::PermissionDenied) {
+            return Error::DockerPermission { action, target };
+        }
         let unreachable = matches!(
             source,
             E::HyperLegacyError { .. }
@@ -350,7 +392,6 @@ impl Error {
                 | E::SocketNotFoundError(_)
                 | E::RequestTimeoutError
         );
-        let target = target.into();
         if unreachable {
             Error::DockerUnreachable {
                 action,
@@ -375,6 +416,18 @@ impl Error {
 }
 
 pub(crate) type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// The kind of the I/O error at the root of `error`, if it has one.
+pub(crate) fn io_kind(error: &(dyn std::error::Error + 'static)) -> Option<std::io::ErrorKind> {
+    let mut current = Some(error);
+    while let Some(e) = current {
+        if let Some(io) = e.downcast_ref::<std::io::Error>() {
+            return Some(io.kind());
+        }
+        current = e.source();
+    }
+    None
+}
 
 #[cfg(test)]
 mod tests {

@@ -418,7 +418,78 @@ where
 
 #[cfg(test)]
 mod tests {
+    use aws_sdk_ecr::error::ConnectorError;
+
     use super::*;
+    use crate::config::ecr::IdentityMode;
+    use crate::reference::ecr::Partition;
+
+    fn target(region: &str) -> EcrTarget {
+        EcrTarget {
+            host: format!("123456789012.dkr.ecr.{region}.amazonaws.com"),
+            registry_id: Some("123456789012".into()),
+            region: region.into(),
+            partition: Partition::Aws,
+            fips: false,
+            mode: IdentityMode::Runner,
+            role_arn: None,
+            profile: None,
+            id_token_variable: "ECR_ID_TOKEN".into(),
+            allowed_job_roles: Default::default(),
+        }
+    }
+
+    fn dispatch(message: &str) -> SdkError<GetAuthorizationTokenError, HttpResponse> {
+        SdkError::dispatch_failure(ConnectorError::io(message.to_owned().into()))
+    }
+
+    /// A region that does not exist has no endpoint: the message names the region and where
+    /// it came from, in one plain sentence without the SDK's debug dump.
+    #[test]
+    fn a_wrong_region_names_the_region() {
+        let error =
+            dispatch("dns error: failed to lookup address information: Name or service not known");
+        let err = aws_error(
+            error,
+            "ecr:GetAuthorizationToken",
+            &target("eu-west-9"),
+            false,
+            None,
+        );
+        assert_eq!(err.failure(), crate::error::Failure::System);
+        let text = err.to_string();
+        assert!(
+            text.contains("does not resolve")
+                && text.contains("region (eu-west-9")
+                && text.contains("[[registry]]"),
+            "{text}"
+        );
+        assert!(
+            !text.contains("DispatchFailure") && !text.contains("ConnectorError"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn causes_are_plain_phrases() {
+        for (message, phrase) in [
+            (
+                "Connection refused (os error 111)",
+                "the connection was refused",
+            ),
+            ("invalid peer certificate: UnknownIssuer", "TLS certificate"),
+            ("something else entirely", "a network error"),
+        ] {
+            let err = aws_error(
+                dispatch(message),
+                "sts:AssumeRole",
+                &target("eu-west-1"),
+                false,
+                None,
+            );
+            assert!(err.to_string().contains(phrase), "{message}: {err}");
+        }
+    }
 
     #[test]
     fn decodes_tokens() {

@@ -10,6 +10,7 @@
 pub(crate) mod container;
 pub(crate) mod docker;
 pub(crate) mod ecr;
+pub(crate) mod keys;
 pub(crate) mod pull_through;
 pub(crate) mod units;
 
@@ -184,7 +185,7 @@ impl Config {
 
     /// Parses and validates a config text.
     pub(crate) fn parse(text: &str) -> Result<Config, String> {
-        let config: Config = toml::from_str(text).map_err(|e| e.to_string().trim().to_owned())?;
+        let config: Config = toml::from_str(text).map_err(|e| keys::describe(text, &e))?;
         for (key, dir) in [
             ("builds_dir", &config.builds_dir),
             ("cache_dir", &config.cache_dir),

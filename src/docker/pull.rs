@@ -23,6 +23,7 @@ use crate::error::{Error, Result};
 use crate::output;
 use crate::pull_policy::PullPolicy;
 use crate::reference::ImageRef;
+use crate::reference::ecr::{EcrHost, parse_ecr_host};
 
 /// An image on the engine's host, and how it got there.
 #[derive(Debug)]
@@ -111,6 +112,9 @@ fn not_served(error: &Error) -> Option<String> {
             .iter()
             .any(|m| lower.contains(m))
             .then(|| message.clone())
+        }
+        Error::ImageNotFound { message, .. } | Error::PullDenied { message, .. } => {
+            Some(message.clone())
         }
         Error::AwsDenied { .. } | Error::ImageNotPresent { .. } => Some(error.to_string()),
         _ => None,
@@ -237,7 +241,6 @@ async fn pull<F: TokenFetcher>(
         platform: platform.unwrap_or_default().to_owned(),
         ..Default::default()
     };
-    let anonymous = credentials.is_none();
     let mut stream = docker.create_image(
         Some(options),
         None,
@@ -245,15 +248,9 @@ async fn pull<F: TokenFetcher>(
     );
     let mut progress = Progress::default();
     while let Some(item) = stream.next().await {
-        let info = item.map_err(|e| Error::Pull {
-            image: reference.to_owned(),
-            message: with_auth_hint(pull_error_message(e), anonymous),
-        })?;
+        let info = item.map_err(|e| pull_error(image, pull_error_message(e), &credentials))?;
         if let Some(detail) = info.error_detail.and_then(|d| d.message) {
-            return Err(Error::Pull {
-                image: reference.to_owned(),
-                message: detail,
-            });
+            return Err(pull_error(image, detail, &credentials));
         }
         if let Some(line) = progress.line(info.id.as_deref(), info.status.as_deref()) {
             output::info(line);
@@ -262,10 +259,56 @@ async fn pull<F: TokenFetcher>(
     Ok(credentials)
 }
 
-/// Points at the fix when a registry wanted credentials the driver did not have.
-fn with_auth_hint(message: String, anonymous: bool) -> String {
-    if anonymous
-        && (message.contains("no basic auth credentials") || message.contains("unauthorized"))
+/// A failed pull as the error that names its fix: the image is not there (naming the ECR
+/// account, region, repository and tag), the registry refused these credentials (naming
+/// whose), or it wanted credentials the driver did not have.
+fn pull_error(image: &ImageRef, message: String, credentials: &Option<Credentials>) -> Error {
+    let lower = message.to_ascii_lowercase();
+    let reference = image.pull_reference();
+    // Docker words a refusal "pull access denied ..., repository does not exist or may
+    // require 'docker login': denied: <the registry's reason>": the refusal goes first.
+    let token = credentials.as_ref().and_then(Credentials::token);
+    if let Some(token) = token
+        && (lower.contains("denied:") || lower.contains("not authorized"))
+    {
+        return Error::PullDenied {
+            image: reference,
+            principal: token.arn.clone().unwrap_or_else(|| token.identity.clone()),
+            message,
+        };
+    }
+    if [
+        "manifest unknown",
+        "not found",
+        "name unknown",
+        "does not exist",
+    ]
+    .iter()
+    .any(|m| lower.contains(m))
+    {
+        let registry = match parse_ecr_host(image.registry_host()) {
+            Some(EcrHost::Private {
+                registry_id,
+                region,
+                ..
+            }) => format!("ECR registry {registry_id} in {region}"),
+            Some(EcrHost::Public) => "ECR Public".to_owned(),
+            None => format!("registry {}", image.registry_host()),
+        };
+        let wanted = match (&image.tag, &image.digest) {
+            (_, Some(digest)) => format!("{}@{digest}", image.repository),
+            (Some(tag), None) => format!("{}:{tag}", image.repository),
+            (None, None) => format!("{}:latest", image.repository),
+        };
+        return Error::ImageNotFound {
+            image: reference,
+            registry,
+            wanted,
+            message,
+        };
+    }
+    let message = if credentials.is_none()
+        && (lower.contains("no basic auth credentials") || lower.contains("unauthorized"))
     {
         format!(
             "{message} (the driver has no credentials for this registry: declare it as ECR with \
@@ -273,6 +316,10 @@ fn with_auth_hint(message: String, anonymous: bool) -> String {
         )
     } else {
         message
+    };
+    Error::Pull {
+        image: reference,
+        message,
     }
 }
 

@@ -68,6 +68,8 @@ pub enum ManifestFault {
     CloseMidResponse,
     /// Never answer (until the client goes away).
     Hang,
+    /// Refuse as ECR refuses an identity without ecr:BatchGetImage.
+    Denied,
 }
 
 /// A registry that answers `/v2/` but fails every manifest request as `fault` says. Returns
@@ -113,6 +115,12 @@ pub fn failing_registry(fault: ManifestFault) -> (u16, Arc<AtomicUsize>) {
                         // Hold the request until the engine gives up on it.
                         let _ = reader.read_to_end(&mut Vec::new());
                         return;
+                    } else if fault == ManifestFault::Denied {
+                        let body = r#"{"errors":[{"code":"DENIED","message":"User: arn:aws:iam::123456789012:user/fake-runner is not authorized to perform: ecr:BatchGetImage on resource: arn:aws:ecr:eu-west-1:123456789012:repository/team/app because no identity-based policy allows the ecr:BatchGetImage action"}]}"#;
+                        format!(
+                            "HTTP/1.1 403 Forbidden\r\nContent-Type: application/json\r\nContent-Length: {}\r\nDocker-Distribution-API-Version: registry/2.0\r\n\r\n{body}",
+                            body.len()
+                        )
                     } else if fault == ManifestFault::CloseMidResponse {
                         let _ = out.write_all(b"HTTP/1.1 200 OK\r\nContent-Type: application/vnd.docker.distribution.manifest.v2+json\r\nContent-Length: 5000\r\n\r\n{\"schemaVersion\": 2, ");
                         return;

@@ -10,6 +10,7 @@ mod cancel;
 mod cleanup;
 mod ecr;
 mod engine;
+mod errors;
 mod exec;
 mod fake_aws;
 mod faults;
