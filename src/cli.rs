@@ -8,7 +8,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-use crate::config::Config;
+use crate::config::{Config, DEFAULT_CONFIG_PATH};
 use crate::error::{Error, Failure, Result};
 use crate::job::Env;
 use crate::output;
@@ -49,6 +49,16 @@ pub enum Command {
     Auth {
         #[command(subcommand)]
         command: AuthCommand,
+    },
+    /// Check this host the way the runner will use it, before registering a runner.
+    Doctor {
+        /// The installed runner's version (default: from `gitlab-runner --version`), for the
+        /// helper image.
+        #[arg(long, value_name = "VERSION")]
+        runner_version: Option<String>,
+        /// Also check this image's registry (repeatable).
+        #[arg(long = "image", value_name = "IMAGE")]
+        images: Vec<String>,
     },
     /// Run a job locally through all stages, to try an image and a driver config.
     Exec {
@@ -114,20 +124,34 @@ pub fn main(cli: Cli) -> ExitCode {
 }
 
 fn dispatch(cli: Cli, env: Env) -> Result<()> {
+    if let Command::Doctor {
+        runner_version,
+        images,
+    } = cli.command
+    {
+        // The config's own problems are one of the findings, not the end.
+        let loaded = Config::load(cli.config.as_deref());
+        let path = match &cli.config {
+            Some(path) => path.display().to_string(),
+            None if Path::new(DEFAULT_CONFIG_PATH).exists() => DEFAULT_CONFIG_PATH.to_owned(),
+            None => format!("built-in defaults (no {DEFAULT_CONFIG_PATH})"),
+        };
+        let options = stages::doctor::Options {
+            runner_version,
+            images,
+        };
+        return runtime()?.block_on(stages::doctor::run(loaded, &path, env, &options));
+    }
     let config = Config::load(cli.config.as_deref())?;
     if let Command::Config = cli.command {
         // No runtime, no Docker: config runs before every prepare attempt.
         return stages::config::run(&Context { env, config });
     }
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| Error::io("starting the async runtime", e))?;
-    runtime.block_on(async move {
+    runtime()?.block_on(async move {
         let cancel = crate::signals::cancel_on_signals()
             .map_err(|e| Error::io("installing signal handlers", e))?;
         match cli.command {
-            Command::Config => unreachable!("handled above"),
+            Command::Config | Command::Doctor { .. } => unreachable!("handled above"),
             Command::Prepare => stages::prepare::run(&Context { env, config }, &cancel).await,
             Command::Run { script, stage } => {
                 stages::run::run(&Context { env, config }, &script, &stage, &cancel).await
@@ -189,6 +213,14 @@ fn record_build_exit_code(path: &Path, code: Option<i32>) {
     if let Err(e) = result {
         output::warn(format!("cannot update {}: {e}", path.display()));
     }
+}
+
+/// The one runtime of the process: a current-thread one keeps start cheap.
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Error::io("starting the async runtime", e))
 }
 
 fn init_tracing(filter: &str) {

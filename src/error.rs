@@ -305,6 +305,12 @@ pub(crate) enum Error {
         from_job: bool,
     },
 
+    #[error(
+        "doctor found {failures} problem(s) (the ✘ lines above say how to fix each); fix them \
+         before registering the runner"
+    )]
+    DoctorFound { failures: usize },
+
     #[error("{what}: {source}")]
     Io {
         what: String,
@@ -363,6 +369,7 @@ impl Error {
             | Error::NoExitStatus { .. }
             | Error::ScriptRead { .. }
             | Error::Cancelled { .. }
+            | Error::DoctorFound { .. }
             | Error::Io { .. } => Failure::System,
         }
     }

@@ -91,6 +91,26 @@ impl AwsFetcher {
     }
 }
 
+impl AwsFetcher {
+    /// Who the runner's own identity is, for `target`'s region and profile.
+    pub(crate) async fn caller_arn(&self, target: &EcrTarget) -> Result<String> {
+        let sdk = self
+            .sdk_config(
+                &target.region,
+                target.profile.as_deref(),
+                false,
+                target.fips,
+            )
+            .await;
+        let out = aws_sdk_sts::Client::new(&sdk)
+            .get_caller_identity()
+            .send()
+            .await
+            .map_err(|e| aws_error(e, "sts:GetCallerIdentity", target, false, None))?;
+        Ok(out.arn().unwrap_or("(no ARN in the answer)").to_owned())
+    }
+}
+
 impl TokenFetcher for AwsFetcher {
     async fn fetch(
         &self,

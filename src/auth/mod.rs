@@ -158,6 +158,12 @@ impl<'a> Resolver<'a, AwsFetcher> {
         };
         Resolver::with_fetcher(config, env, fetcher)
     }
+
+    /// The ARN the runner's own AWS identity resolves to (`sts:GetCallerIdentity`), for
+    /// `doctor`; `target` says which registry's region and settings (profile) apply.
+    pub(crate) async fn runner_arn(&self, target: &EcrTarget) -> Result<String> {
+        self.fetcher.caller_arn(target).await
+    }
 }
 
 impl<'a, F: TokenFetcher> Resolver<'a, F> {
@@ -384,6 +390,22 @@ impl<'a, F: TokenFetcher> Resolver<'a, F> {
             output::warn(format!("could not update the ECR credential cache: {e}"));
         }
         Ok(fetched(new))
+    }
+
+    /// A fresh token from AWS, past every cache and without storing it: what `doctor`
+    /// checks.
+    pub(crate) async fn fetch_fresh(&self, target: &EcrTarget) -> Result<Token> {
+        let identity = self.identity(target)?;
+        let f = self.fetch(target, &identity).await?;
+        let session = session_name(self.env);
+        Ok(token(
+            f.login,
+            f.expires_at,
+            f.arn,
+            Source::Aws,
+            &identity,
+            &session,
+        ))
     }
 
     async fn fetch(&self, target: &EcrTarget, identity: &Identity) -> Result<FetchedToken> {

@@ -34,7 +34,7 @@ pub(crate) fn possible(host: &str, engine_kernel: Option<&str>) -> bool {
         && engine_kernel.is_some_and(|k| Some(k) == local_kernel().as_deref())
 }
 
-fn local_kernel() -> Option<String> {
+pub(crate) fn local_kernel() -> Option<String> {
     Some(
         rustix::system::uname()
             .release()

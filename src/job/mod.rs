@@ -71,6 +71,11 @@ pub(crate) struct Env {
     /// An AWS endpoint is set in the environment for ECR or STS (`AWS_ENDPOINT_URL`,
     /// `AWS_ENDPOINT_URL_ECR`, ...), and not ignored (`AWS_IGNORE_CONFIGURED_ENDPOINT_URLS`).
     pub aws_endpoint_configured: bool,
+    /// `AWS_EC2_METADATA_DISABLED=true`: the SDK's chain skips the instance profile.
+    pub aws_imds_disabled: bool,
+    /// `AWS_CONFIG_FILE` and `AWS_SHARED_CREDENTIALS_FILE`, when set.
+    pub aws_config_file: Option<PathBuf>,
+    pub aws_credentials_file: Option<PathBuf>,
 }
 
 impl fmt::Debug for Env {
@@ -125,6 +130,13 @@ impl Env {
                 | "AWS_ENDPOINT_URL_ECR"
                 | "AWS_ENDPOINT_URL_ECR_PUBLIC"
                 | "AWS_ENDPOINT_URL_STS" => endpoint_set |= !value.is_empty(),
+                "AWS_EC2_METADATA_DISABLED" => {
+                    env.aws_imds_disabled = value.eq_ignore_ascii_case("true")
+                }
+                "AWS_CONFIG_FILE" => env.aws_config_file = non_empty(value).map(PathBuf::from),
+                "AWS_SHARED_CREDENTIALS_FILE" => {
+                    env.aws_credentials_file = non_empty(value).map(PathBuf::from)
+                }
                 "AWS_IGNORE_CONFIGURED_ENDPOINT_URLS" => {
                     endpoint_ignored = value.eq_ignore_ascii_case("true")
                 }

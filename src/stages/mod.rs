@@ -7,6 +7,7 @@
 pub(crate) mod auth_check;
 pub(crate) mod cleanup;
 pub(crate) mod config;
+pub(crate) mod doctor;
 pub(crate) mod exec;
 pub(crate) mod gc;
 pub(crate) mod prepare;
