@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # Installs the Debian packages the tests and the benchmark need, when missing: the busybox
-# rootfs for test images, the registry and its htpasswd tool, moto's venv, podman.
+# rootfs for test images, the registry and its htpasswd tool, moto's venv, podman, debootstrap
+# for the Debian test image, and what building and inspecting the packages takes.
 set -euo pipefail
 need_packages=()
-for pkg in busybox-static docker-registry apache2-utils curl python3-venv openssl podman; do
+for pkg in busybox-static docker-registry apache2-utils curl python3-venv openssl podman \
+  debootstrap binutils dpkg-dev rpm; do
   dpkg -s "$pkg" >/dev/null 2>&1 || need_packages+=("$pkg")
 done
 command -v docker >/dev/null 2>&1 || need_packages+=(docker.io)

@@ -4,6 +4,7 @@
 scripts/install-test-deps.sh
 scripts/ensure-docker.sh
 scripts/build-test-images.sh
+scripts/build-debian-image.sh
 
 eval "$(scripts/start-test-world.sh)"
 stop_world() {

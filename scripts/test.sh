@@ -7,6 +7,9 @@
 #    the local test images (there is no registry to pull from), moto, two authenticated
 #    registries and a Podman API service on loopback.
 # 3. The whole suite as root (`cargo test`), extra arguments passed on.
+# 4. The packages (scripts/test-packages.sh): one release build into a .deb and an .rpm, the
+#    .deb installed into a fresh Debian container, the .rpm inspected. Skipped when cargo
+#    test arguments narrow the run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -16,3 +19,8 @@ source scripts/setup-test-machine.sh
 
 printf '==> cargo test\n' >&2
 cargo test --locked "$@"
+
+if [ $# -eq 0 ]; then
+  printf '==> packages\n' >&2
+  scripts/test-packages.sh
+fi

@@ -21,6 +21,7 @@ const LAYERS: &[&[&str]] = &[
         "pull_policy",
         "reference",
         "policy",
+        "assets",
     ],
     &["error"],
     &["job"],

@@ -6,7 +6,7 @@
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 
 use crate::config::{Config, DEFAULT_CONFIG_PATH};
 use crate::error::{Error, Failure, Result};
@@ -60,6 +60,13 @@ pub enum Command {
         #[arg(long = "image", value_name = "IMAGE")]
         images: Vec<String>,
     },
+    /// Write the man pages and shell completions (for packaging).
+    #[command(hide = true)]
+    GenerateAssets {
+        /// Directory that receives `man/` and `completions/`.
+        #[arg(long, value_name = "DIR")]
+        out_dir: PathBuf,
+    },
     /// Run a job locally through all stages, to try an image and a driver config.
     Exec {
         /// The job image.
@@ -85,6 +92,16 @@ pub enum AuthCommand {
 
 /// Runs the command and returns the process exit code.
 pub fn main(cli: Cli) -> ExitCode {
+    // Packaging runs this on a build machine: no environment or config to read.
+    if let Command::GenerateAssets { out_dir } = &cli.command {
+        return match crate::assets::generate(&Cli::command(), out_dir) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                output::error(format!("cannot write to {}: {e}", out_dir.display()));
+                ExitCode::FAILURE
+            }
+        };
+    }
     let env = Env::from_process();
     if let Some(filter) = &env.log_filter {
         init_tracing(filter);
@@ -151,7 +168,9 @@ fn dispatch(cli: Cli, env: Env) -> Result<()> {
         let cancel = crate::signals::cancel_on_signals()
             .map_err(|e| Error::io("installing signal handlers", e))?;
         match cli.command {
-            Command::Config | Command::Doctor { .. } => unreachable!("handled above"),
+            Command::Config | Command::Doctor { .. } | Command::GenerateAssets { .. } => {
+                unreachable!("handled above")
+            }
             Command::Prepare => stages::prepare::run(&Context { env, config }, &cancel).await,
             Command::Run { script, stage } => {
                 stages::run::run(&Context { env, config }, &script, &stage, &cancel).await
@@ -267,6 +286,23 @@ mod tests {
             what: "prepare".into(),
         };
         assert_eq!(exit_code(&system, &env), ExitCode::from(34));
+    }
+
+    #[test]
+    fn the_packaged_assets_cover_the_real_cli() {
+        Cli::command().debug_assert();
+        let dir = tempfile::tempdir().unwrap();
+        crate::assets::generate(&Cli::command(), dir.path()).unwrap();
+        for page in [
+            "ecr-executor.1",
+            "ecr-executor-doctor.1",
+            "ecr-executor-auth-check.1",
+        ] {
+            assert!(dir.path().join("man").join(page).is_file(), "{page}");
+        }
+        let bash =
+            std::fs::read_to_string(dir.path().join("completions/ecr-executor.bash")).unwrap();
+        assert!(bash.contains("doctor") && !bash.contains("generate-assets"));
     }
 
     #[test]

@@ -14,9 +14,10 @@
 //! - `naming`: names and labels derived from the job's identity;
 //! - `job`: what GitLab Runner hands the driver, parsed once into types;
 //! - `error`: the one error type and the build-versus-system decision;
-//! - leaves: `reference` (image references, registry hosts, ECR hostnames), `policy`
+//! - leaves: `assets` (man pages, completions), `reference` (image references, registry hosts, ECR hostnames), `policy`
 //!   (allow-lists), `pull_policy`, `output`, `signals`, `util` (clock, hex).
 
+mod assets;
 mod auth;
 pub mod cli;
 mod config;
