@@ -1,7 +1,7 @@
 //! `[[pull_through]]`: images of an upstream registry pulled through an ECR pull-through cache
 //! instead, with no change to any `.gitlab-ci.yml`. ECR lays a cache out as
 //! `<account>.dkr.ecr.<region>.amazonaws.com/<prefix>/<upstream path>`, Docker Hub's official
-//! images under `library/`; [`PullThrough::route`] computes that name from what the job wrote.
+//! images under `library/`; [`route`] computes that name from what the job wrote.
 
 use serde::Deserialize;
 

@@ -64,6 +64,17 @@ pub(crate) fn connect(config: &Config, env: &Env) -> Result<Docker> {
     result.map_err(|source| Error::DockerConnect { host, source })
 }
 
+/// Whether the engine runs rootless (Docker's or Podman's `SecurityOptions` say
+/// `name=rootless`): its container addresses are then inside its own network namespace.
+pub(crate) async fn rootless(docker: &Docker) -> bool {
+    docker.info().await.ok().is_some_and(|info| {
+        info.security_options
+            .unwrap_or_default()
+            .iter()
+            .any(|o| o.contains("rootless"))
+    })
+}
+
 /// Whether a Docker error means "no such object".
 pub(crate) fn is_not_found(err: &bollard::errors::Error) -> bool {
     matches!(

@@ -140,6 +140,58 @@ fn a_tls_tcp_engine_runs_whole_jobs() {
     assert!(out.stderr.contains("Docker daemon"), "{}", out.stderr);
 }
 
+/// A remote engine's container addresses are not the driver's to reach: services are waited
+/// for from inside the job's network (an exec in the helper), with the same timeout and the
+/// same warning, never skipped.
+#[test]
+fn a_remote_engines_services_are_waited_for_from_inside_the_job_network() {
+    let engine = TlsEngine::start();
+    let late = serde_json::json!([{
+        "name": BUSYBOX, "alias": "late", "entrypoint": ["sh", "-c"],
+        "command": ["sleep 3; while true; do nc -l -p 7777 </dev/null; done"],
+        "variables": [{"key": "HEALTHCHECK_TCP_PORT", "value": "7777"}]
+    }]);
+    let config = |timeout: u64| {
+        format!(
+            "wait_for_services_timeout = {timeout}\n{BASE_CONFIG}{}",
+            engine.config()
+        )
+    };
+    let job = Job::builder(BUSYBOX)
+        .only_config(&config(30))
+        .services(late)
+        .build();
+    let start = std::time::Instant::now();
+    let prepare = job.prepare();
+    prepare.assert_ok();
+    assert!(
+        start.elapsed() >= std::time::Duration::from_secs(3),
+        "did not wait"
+    );
+    assert!(!prepare.stderr.contains("WARNING"), "{}", prepare.stderr);
+    // Up before the job's first command.
+    job.run(
+        "build_script",
+        "nc -w 1 late 7777 </dev/null && echo late-is-up",
+    )
+    .assert_ok();
+
+    let silent = Job::builder(BUSYBOX)
+        .only_config(&config(2))
+        .services(silent_service("echo silent-says-hello; sleep 600"))
+        .build();
+    let prepare = silent.prepare();
+    prepare.assert_ok();
+    assert!(
+        prepare
+            .stderr
+            .contains("did not open port(s) [7777] within 2s")
+            && prepare.stderr.contains("silent-says-hello"),
+        "{}",
+        prepare.stderr
+    );
+}
+
 #[test]
 fn gc_removes_expired_leftovers_and_keeps_live_jobs() {
     let live = Job::new(BUSYBOX);

@@ -241,7 +241,11 @@ async fn prepare(
         build_and_helper,
     )?;
     let limit = Duration::from_secs(config.wait_for_services_timeout);
-    services::wait(docker, &names.network, &started, limit).await;
+    if !limit.is_zero() && started.iter().any(|s| !s.ports.is_empty()) {
+        let rootless = client::rootless(docker).await;
+        let from = services::probe_from(&host, engine_kernel.as_deref(), rootless);
+        services::wait(docker, &names, &started, limit, from).await;
+    }
     ensure_running(docker, &names.build, &image).await
 }
 

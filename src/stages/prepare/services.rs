@@ -13,6 +13,8 @@ use std::net::IpAddr;
 use std::time::Duration;
 
 use bollard::Docker;
+use bollard::exec::{CreateExecOptions, StartExecOptions, StartExecResults};
+use futures_util::StreamExt;
 use futures_util::future::{join_all, try_join_all};
 use tokio::time::{Instant, timeout};
 
@@ -92,97 +94,206 @@ pub(crate) async fn start<'p, F: TokenFetcher>(
     try_join_all(starts).await
 }
 
-/// Waits for every service's ports, warning about those that do not open in time.
+/// Where the ports are probed from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ProbeFrom {
+    /// The driver's host: the engine is local and rootful, so container addresses are routed.
+    Driver,
+    /// Inside the job's network namespace, through an exec in the helper container: for
+    /// rootless and remote engines, whose container addresses the driver cannot reach (and
+    /// must not try: they would be routed off the machine).
+    Helper,
+}
+
+/// Waits for every service's ports, warning about those that do not open in time. Never
+/// skipped silently: when the ports cannot be probed at all, the job log says so.
 pub(crate) async fn wait(
     docker: &Docker,
-    network: &str,
+    names: &Names,
     services: &[Started<'_>],
     limit: Duration,
+    from: ProbeFrom,
 ) {
     if limit.is_zero() {
         return;
     }
     let deadline = Instant::now() + limit;
-    let waits = services
-        .iter()
-        .filter(|s| !s.ports.is_empty())
-        .map(|s| async move {
-            let Some(ip) = address(docker, &s.container, network).await else {
-                return Wait::Closed(s, s.ports.clone());
-            };
-            let probes = s
-                .ports
-                .iter()
-                .map(|port| async move { (*port, probe(ip, *port, deadline).await) });
-            let results = join_all(probes).await;
-            if results.iter().any(|(_, p)| *p == Probe::Unreachable) {
-                return Wait::Unreachable(s);
-            }
-            let closed: Vec<u16> = results
-                .into_iter()
-                .filter(|(_, p)| *p == Probe::Closed)
-                .map(|(port, _)| port)
-                .collect();
-            if closed.is_empty() {
-                Wait::Up
-            } else {
-                Wait::Closed(s, closed)
-            }
-        });
-    for wait in join_all(waits).await {
-        match wait {
-            Wait::Up => {}
-            Wait::Unreachable(s) => output::info(format!(
-                "Not waiting for service {} ({}): the driver cannot reach the job network \
-                 (a remote or rootless engine)",
-                s.plan.name, s.container
-            )),
-            Wait::Closed(s, closed) => {
-                let logs = state::last_log_lines(docker, &s.container).await;
+    let waiting: Vec<&Started<'_>> = services.iter().filter(|s| !s.ports.is_empty()).collect();
+    if waiting.is_empty() {
+        return;
+    }
+    let mut targets = Vec::new();
+    for s in &waiting {
+        // Its address on the job network; its first alias when the engine does not say.
+        let host = match address(docker, &s.container, &names.network).await {
+            Some(ip) => ip.to_string(),
+            None => s.plan.aliases.first().cloned().unwrap_or_default(),
+        };
+        targets.push((*s, host));
+    }
+    let closed: Vec<(&Started<'_>, Vec<u16>)> = match from {
+        ProbeFrom::Driver => from_driver(&targets, deadline).await,
+        ProbeFrom::Helper => match from_helper(docker, &names.helper, &targets, deadline).await {
+            Ok(closed) => closed,
+            Err(why) => {
                 output::warn(format!(
-                    "service {} ({}) did not open port(s) {closed:?} within {}s; it probably did not start properly. Its last log lines:\n{}",
-                    s.plan.name,
-                    s.container,
-                    limit.as_secs(),
-                    if logs.is_empty() {
-                        "(no output)"
-                    } else {
-                        &logs
-                    }
+                    "could not check whether the services are up ({why}); the job starts \
+                     without waiting for {}",
+                    waiting
+                        .iter()
+                        .map(|s| s.plan.name.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
                 ));
+                return;
             }
+        },
+    };
+    for (s, ports) in closed {
+        let logs = state::last_log_lines(docker, &s.container).await;
+        output::warn(format!(
+            "service {} ({}) did not open port(s) {ports:?} within {}s; it probably did not \
+             start properly. Its last log lines:\n{}",
+            s.plan.name,
+            s.container,
+            limit.as_secs(),
+            if logs.is_empty() {
+                "(no output)"
+            } else {
+                &logs
+            }
+        ));
+    }
+}
+
+/// Probes from the driver's host: each port until it opens or the deadline passes.
+async fn from_driver<'a, 'p>(
+    targets: &[(&'a Started<'p>, String)],
+    deadline: Instant,
+) -> Vec<(&'a Started<'p>, Vec<u16>)> {
+    let waits = targets.iter().map(|(s, host)| async move {
+        let Ok(ip) = host.parse::<IpAddr>() else {
+            return (*s, s.ports.clone());
+        };
+        let probes = s
+            .ports
+            .iter()
+            .map(|port| async move { (*port, probe(ip, *port, deadline).await) });
+        let closed: Vec<u16> = join_all(probes)
+            .await
+            .into_iter()
+            .filter(|(_, open)| !open)
+            .map(|(port, _)| port)
+            .collect();
+        (*s, closed)
+    });
+    join_all(waits)
+        .await
+        .into_iter()
+        .filter(|(_, closed)| !closed.is_empty())
+        .collect()
+}
+
+/// Probes from inside the job's network namespace: one exec in the helper container (which
+/// owns that namespace) runs [`IN_NETWORK_PROBE`] over every port until the deadline.
+async fn from_helper<'a, 'p>(
+    docker: &Docker,
+    helper: &str,
+    targets: &[(&'a Started<'p>, String)],
+    deadline: Instant,
+) -> Result<Vec<(&'a Started<'p>, Vec<u16>)>, String> {
+    let seconds = deadline
+        .saturating_duration_since(Instant::now())
+        .as_secs()
+        .max(1)
+        .to_string();
+    let mut cmd = vec![
+        "sh".to_owned(),
+        "-c".to_owned(),
+        IN_NETWORK_PROBE.to_owned(),
+        "sh".to_owned(),
+        seconds,
+    ];
+    for (s, host) in targets {
+        for port in &s.ports {
+            cmd.push(host.clone());
+            cmd.push(port.to_string());
         }
     }
-}
-
-enum Wait<'a, 'p> {
-    Up,
-    Closed(&'a Started<'p>, Vec<u16>),
-    Unreachable(&'a Started<'p>),
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Probe {
-    Open,
-    /// Refused until the deadline: the service is reachable but did not listen.
-    Closed,
-    /// No route or no answer at all: the job network is not reachable from here.
-    Unreachable,
-}
-
-/// How one failed connect attempt counts. A container on a local engine answers a connect
-/// at once, with a refusal while nothing listens; silence or "no route" means the driver is
-/// not on that network.
-fn classify(result: Option<std::io::Result<()>>) -> Option<Probe> {
-    use std::io::ErrorKind;
-    match result {
-        Some(Ok(())) => Some(Probe::Open),
-        None => Some(Probe::Unreachable), // the attempt timed out
-        Some(Err(e)) => match e.kind() {
-            ErrorKind::NetworkUnreachable | ErrorKind::HostUnreachable => Some(Probe::Unreachable),
-            _ => None, // refused or reset: try again until the deadline
-        },
+    let report = exec_output(docker, helper, cmd, deadline).await?;
+    if report.lines().any(|l| l == "noprobe") {
+        return Err(format!(
+            "the helper image has neither `nc` nor `bash` to probe ports from the job's \
+             network, and the driver cannot reach {helper}'s network"
+        ));
     }
+    let mut closed = Vec::new();
+    for (s, host) in targets {
+        let open = |port: &u16| report.lines().any(|l| l == format!("open {host} {port}"));
+        let not_open: Vec<u16> = s.ports.iter().filter(|p| !open(p)).copied().collect();
+        if !not_open.is_empty() {
+            closed.push((*s, not_open));
+        }
+    }
+    Ok(closed)
+}
+
+/// Waits for `host port` pairs (after `$1`, the seconds left) from inside the container, with
+/// what every helper image has: busybox `nc`, or bash's `/dev/tcp`. Prints `open HOST PORT`
+/// or `closed HOST PORT` for each, or `noprobe` when it has no way to connect.
+const IN_NETWORK_PROBE: &str = r#"end=$(( $(date +%s) + $1 )); shift
+if command -v nc >/dev/null 2>&1; then
+  probe() { nc -w 1 "$1" "$2" </dev/null >/dev/null 2>&1; }
+elif command -v bash >/dev/null 2>&1; then
+  probe() { timeout 2 bash -c 'exec 3<>"/dev/tcp/$0/$1"' "$1" "$2" >/dev/null 2>&1; }
+else
+  echo noprobe; exit 0
+fi
+while [ $# -ge 2 ]; do
+  state=open
+  until probe "$1" "$2"; do
+    if [ "$(date +%s)" -ge "$end" ]; then state=closed; break; fi
+    sleep 0.2
+  done
+  echo "$state $1 $2"
+  shift 2
+done"#;
+
+/// Runs `cmd` in `container` and returns its stdout, within `deadline` plus a margin.
+async fn exec_output(
+    docker: &Docker,
+    container: &str,
+    cmd: Vec<String>,
+    deadline: Instant,
+) -> Result<String, String> {
+    let options = CreateExecOptions {
+        cmd: Some(cmd),
+        attach_stdout: Some(true),
+        attach_stderr: Some(false),
+        ..Default::default()
+    };
+    let exec = docker
+        .create_exec(container, options)
+        .await
+        .map_err(|e| format!("exec in {container}: {e}"))?;
+    let started = docker
+        .start_exec(&exec.id, None::<StartExecOptions>)
+        .await
+        .map_err(|e| format!("exec in {container}: {e}"))?;
+    let StartExecResults::Attached { mut output, .. } = started else {
+        return Err(format!("exec in {container}: no output"));
+    };
+    let mut text = String::new();
+    let read = async {
+        while let Some(Ok(chunk)) = output.next().await {
+            text.push_str(&String::from_utf8_lossy(&chunk.into_bytes()));
+        }
+    };
+    let limit = deadline.saturating_duration_since(Instant::now()) + Duration::from_secs(10);
+    timeout(limit, read)
+        .await
+        .map_err(|_| format!("the probe in {container} did not end"))?;
+    Ok(text)
 }
 
 /// The container's address on the job network.
@@ -196,51 +307,82 @@ async fn address(docker: &Docker, container: &str, network: &str) -> Option<IpAd
     ip.parse().ok()
 }
 
-async fn probe(ip: IpAddr, port: u16, deadline: Instant) -> Probe {
+/// Whether `ip:port` accepts a connection before `deadline`; refusals are retried.
+async fn probe(ip: IpAddr, port: u16, deadline: Instant) -> bool {
     loop {
         let remaining = deadline.saturating_duration_since(Instant::now());
         if remaining.is_zero() {
-            return Probe::Closed;
+            return false;
         }
         let attempt = remaining.min(Duration::from_secs(1));
-        let result = timeout(attempt, tokio::net::TcpStream::connect((ip, port)))
-            .await
-            .ok()
-            .map(|r| r.map(drop));
-        if let Some(verdict) = classify(result) {
-            // A last attempt cut short by the deadline is not evidence of an unreachable network.
-            if verdict == Probe::Unreachable && attempt < Duration::from_secs(1) {
-                return Probe::Closed;
-            }
-            return verdict;
+        let connected = timeout(attempt, tokio::net::TcpStream::connect((ip, port))).await;
+        if matches!(connected, Ok(Ok(_))) {
+            return true;
         }
         tokio::time::sleep(Duration::from_millis(200).min(remaining)).await;
     }
 }
 
+/// Where to probe services from: the driver's host when the engine is local (a `unix://`
+/// socket, this kernel) and rootful, else inside the job's network.
+pub(crate) fn probe_from(host: &str, engine_kernel: Option<&str>, rootless: bool) -> ProbeFrom {
+    if crate::docker::direct::possible(host, engine_kernel) && !rootless {
+        ProbeFrom::Driver
+    } else {
+        ProbeFrom::Helper
+    }
+}
+
 #[cfg(test)]
 mod tests {
-    use std::io::{Error, ErrorKind};
-
     use super::*;
 
     #[test]
-    fn refusals_are_retried_silence_and_no_route_mean_unreachable() {
-        assert_eq!(classify(Some(Ok(()))), Some(Probe::Open));
+    fn only_a_local_rootful_engine_is_probed_from_the_driver() {
+        let kernel = crate::docker::direct::local_kernel().unwrap();
+        let local = "unix:///var/run/docker.sock";
+        assert_eq!(probe_from(local, Some(&kernel), false), ProbeFrom::Driver);
+        assert_eq!(probe_from(local, Some(&kernel), true), ProbeFrom::Helper);
         assert_eq!(
-            classify(Some(Err(Error::from(ErrorKind::ConnectionRefused)))),
-            None
+            probe_from("tcp://10.0.0.2:2376", Some(&kernel), false),
+            ProbeFrom::Helper
         );
         assert_eq!(
-            classify(Some(Err(Error::from(ErrorKind::ConnectionReset)))),
-            None
+            probe_from(local, Some("6.10.14-linuxkit"), false),
+            ProbeFrom::Helper
         );
-        assert_eq!(classify(None), Some(Probe::Unreachable));
-        for kind in [ErrorKind::NetworkUnreachable, ErrorKind::HostUnreachable] {
-            assert_eq!(
-                classify(Some(Err(Error::from(kind)))),
-                Some(Probe::Unreachable)
-            );
+    }
+
+    /// The in-network probe needs what every helper image has: a POSIX shell with `date`,
+    /// `sleep` and `nc` or `bash`; its output is one line per port.
+    #[tokio::test]
+    async fn the_in_network_probe_reports_each_port() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let open = listener.local_addr().unwrap().port();
+        let closed = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap().port()
+        };
+        let out = tokio::process::Command::new("sh")
+            .args(["-c", IN_NETWORK_PROBE, "sh", "1"])
+            .args([
+                "127.0.0.1",
+                &open.to_string(),
+                "127.0.0.1",
+                &closed.to_string(),
+            ])
+            .output()
+            .await
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        if text.trim() == "noprobe" {
+            return; // this host has neither nc nor bash: nothing to show
         }
+        assert!(text.contains(&format!("open 127.0.0.1 {open}")), "{text}");
+        assert!(
+            text.contains(&format!("closed 127.0.0.1 {closed}")),
+            "{text}"
+        );
+        drop(listener);
     }
 }
