@@ -20,6 +20,9 @@ pub(crate) struct DockerConfig {
     /// Where the job directories for direct output are made (default: the runner's `TMPDIR`).
     /// For runners whose temp dir the engine cannot see, such as systemd's `PrivateTmp=yes`.
     pub direct_output_dir: Option<PathBuf>,
+    /// Seconds a stage waits for the container's stage shell before the job log says why it
+    /// might not start (an ENTRYPOINT that does not run its command).
+    pub stage_start_notice: u64,
 }
 
 impl Default for DockerConfig {
@@ -30,6 +33,7 @@ impl Default for DockerConfig {
             cert_path: None,
             direct_output: true,
             direct_output_dir: None,
+            stage_start_notice: 60,
         }
     }
 }

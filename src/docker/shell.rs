@@ -34,8 +34,6 @@ use super::script::{Outcome, SHELL_DETECTION, ShellError, TERM_GRACE, stop_proce
 use super::{direct, exec, state};
 use crate::output::RawStream;
 
-/// How long a stage may wait for the stage shell before the job log says why it might.
-const START_NOTICE: Duration = Duration::from_secs(60);
 /// How stages reach the build and helper containers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Access {
@@ -173,12 +171,14 @@ impl Streams {
 }
 
 /// Runs `script` in `container` through its stage shell, streaming its output, until it
-/// ends or `cancel`.
+/// ends or `cancel`. After `start_notice` without the stage starting, the job log says why it
+/// might not.
 pub(crate) async fn run_script(
     docker: &Docker,
     container: &str,
     script: &[u8],
     cancel: &CancellationToken,
+    start_notice: Duration,
 ) -> Result<Outcome, ShellError> {
     let options = AttachContainerOptions {
         stdin: true,
@@ -235,7 +235,7 @@ pub(crate) async fn run_script(
             Some(f) => (Some(&mut f.out), Some(&mut f.err)),
             None => (None, None),
         };
-        let notice = tokio::time::sleep(START_NOTICE);
+        let notice = tokio::time::sleep(start_notice);
         tokio::pin!(notice);
         let mut noticed = false;
         while !streams.ended() {
@@ -247,7 +247,7 @@ pub(crate) async fn run_script(
                          read it. If the image's ENTRYPOINT does not run the command it is \
                          given, set `image: entrypoint: [\"\"]` in .gitlab-ci.yml; it may \
                          also still be starting, or an earlier stage still running",
-                        START_NOTICE.as_secs()
+                        start_notice.as_secs()
                     ));
                 }
                 frame = output.next() => {

@@ -8,6 +8,7 @@
 //! script's processes and ends the stage within seconds.
 
 use std::path::Path;
+use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
@@ -43,7 +44,8 @@ pub(crate) async fn run(
     })?;
     let docker = client::connect(&ctx.config, &ctx.env)?;
 
-    match shell::run_script(&docker, container, &body, cancel).await {
+    let notice = Duration::from_secs(ctx.config.docker.stage_start_notice);
+    match shell::run_script(&docker, container, &body, cancel, notice).await {
         Ok(Outcome::Exited(0)) => Ok(()),
         Ok(Outcome::Exited(code)) => Err(Error::ScriptFailed {
             stage: stage.to_owned(),

@@ -137,6 +137,34 @@ fn an_engine_that_cannot_see_the_directory_gets_the_output_over_the_attach() {
     assert_no_leftovers(&job);
 }
 
+/// A runner under systemd's `PrivateTmp=yes` has a TMPDIR the engine cannot see: with
+/// `[docker] direct_output_dir` on a shared directory, output still skips the engine.
+#[test]
+fn a_direct_output_dir_the_engine_sees_serves_a_runner_with_a_private_tmp() {
+    let shared = tempfile::tempdir().unwrap();
+    let job = Job::builder(BUSYBOX)
+        .private_tmpdir()
+        .config(&format!(
+            "[docker]\ndirect_output_dir = {:?}",
+            shared.path()
+        ))
+        .build();
+    let prepared = job.prepare();
+    prepared.assert_ok();
+    assert!(!prepared.all().contains("cannot see"), "{}", prepared.all());
+    let uid = rustix::process::geteuid().as_raw();
+    let dir = shared
+        .path()
+        .join(format!("ecr-executor-{uid}"))
+        .join(job.key());
+    assert!(dir.is_dir(), "{}", dir.display());
+    let out = job.run("build_script", "readlink /proc/self/fd/1");
+    out.assert_ok();
+    assert!(out.stdout().starts_with("/.ecr-executor/"), "{}", out.all());
+    job.cleanup().assert_ok();
+    assert!(!dir.exists(), "cleanup removes it");
+}
+
 #[test]
 fn fifos_the_container_cannot_open_mean_the_attach_and_one_warning() {
     // As SELinux labels would: the job's user cannot reach the directory.
