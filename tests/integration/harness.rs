@@ -23,6 +23,8 @@ pub const BUSYBOX: &str = "ecr-executor-test/busybox:latest";
 pub const HELPER: &str = "ecr-executor-test/helper:latest";
 pub const ENTRYPOINT: &str = "ecr-executor-test/entrypoint:latest";
 pub const BAD_ENTRYPOINT: &str = "ecr-executor-test/bad-entrypoint:latest";
+/// Debian 12 from `debootstrap` (scripts/build-debian-image.sh): bash, git, a user `build`.
+pub const DEBIAN: &str = "ecr-executor-test/debian:12";
 
 pub const RUNNER_TOKEN: &str = "itest";
 pub const PROJECT_ID: u64 = 4242;
@@ -40,7 +42,7 @@ pub fn require_docker() {
     static READY: OnceLock<()> = OnceLock::new();
     READY.get_or_init(|| {
         let out = Command::new("docker")
-            .args(["image", "inspect", BUSYBOX, HELPER])
+            .args(["image", "inspect", BUSYBOX, HELPER, DEBIAN])
             .output()
             .expect("the `docker` CLI is needed by the tests: run scripts/test.sh");
         assert!(

@@ -8,6 +8,7 @@ mod harness;
 
 mod cancel;
 mod cleanup;
+mod debian;
 mod doctor;
 mod ecr;
 mod engine;
