@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # Installs the Debian packages the tests and the benchmark need, when missing: the busybox
 # rootfs for test images, the registry and its htpasswd tool, moto's venv, podman, debootstrap
-# for the Debian test image, and what building and inspecting the packages takes.
+# for the Debian test image, what building and inspecting the packages takes, and what
+# rootless Docker and Podman need.
 set -euo pipefail
 need_packages=()
 for pkg in busybox-static docker-registry apache2-utils curl python3-venv openssl podman \
-  debootstrap binutils dpkg-dev rpm; do
+  debootstrap binutils dpkg-dev rpm rootlesskit slirp4netns uidmap fuse-overlayfs netavark \
+  aardvark-dns; do
   dpkg -s "$pkg" >/dev/null 2>&1 || need_packages+=("$pkg")
 done
 command -v docker >/dev/null 2>&1 || need_packages+=(docker.io)

@@ -10,6 +10,7 @@ eval "$(scripts/start-test-world.sh)"
 stop_world() {
   # moto_server may run under a wrapper: stop children too.
   for pid in $ECR_EXECUTOR_TEST_PIDS; do pkill -P "$pid" 2>/dev/null || true; kill "$pid" 2>/dev/null || true; done
+  ECR_ROOTLESS_USER=$ECR_EXECUTOR_TEST_ROOTLESS_USER scripts/engines/rootless-cleanup.sh || true
   rm -rf "$ECR_EXECUTOR_TEST_RUN"
 }
 trap stop_world EXIT

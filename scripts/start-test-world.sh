@@ -98,12 +98,22 @@ start_registry $JOB_ACCOUNT
 job_port=$REGISTRY_PORT
 # Podman: its service speaks the Docker API; this sandbox cannot set the rlimits Podman
 # applies by default, so they are switched off.
-printf '[containers]\ndefault_ulimits = []\n' >"$run/containers.conf"
+# CNI as before netavark was installed for the rootless engines (a fresh store would pick
+# netavark otherwise).
+printf '[containers]\ndefault_ulimits = []\n[network]\nnetwork_backend = "cni"\n' >"$run/containers.conf"
 CONTAINERS_CONF="$run/containers.conf" podman system service --time=0 "unix://$run/podman.sock" >"$run/podman.log" 2>&1 &
 pids+=($!)
 docker save ecr-executor-test/busybox:latest ecr-executor-test/helper:latest \
   ecr-executor-test/bad-entrypoint:latest | podman load -q >/dev/null
 for _ in $(seq 1 100); do [ -S "$run/podman.sock" ] && break; sleep 0.1; done
+
+# Rootless Docker and rootless Podman of an unprivileged user, with the test images.
+rootless_user=ecr-rootless
+
+ECR_ROOTLESS_USER=$rootless_user ECR_ROOTLESS_IMAGES="ecr-executor-test/busybox:latest ecr-executor-test/helper:latest ecr-executor-test/debian:12" \
+  scripts/engines/rootless-docker.sh start
+ECR_ROOTLESS_USER=$rootless_user scripts/engines/rootless-podman.sh start
+rootless_uid=$(id -u "$rootless_user")
 
 wait_http "http://127.0.0.1:$moto_port/moto-api/" 200
 log "moto on :$moto_port, registries on :$runner_port ($RUNNER_ACCOUNT) and :$job_port ($JOB_ACCOUNT)"
@@ -114,6 +124,9 @@ export ECR_EXECUTOR_TEST_REGISTRY_RUNNER=$runner_port
 export ECR_EXECUTOR_TEST_REGISTRY_JOB=$job_port
 export ECR_EXECUTOR_TEST_BUSYBOX_DIGEST=$BUSYBOX_DIGEST
 export ECR_EXECUTOR_TEST_PODMAN=unix://$run/podman.sock
+export ECR_EXECUTOR_TEST_ROOTLESS_USER=$rootless_user
+export ECR_EXECUTOR_TEST_ROOTLESS_DOCKER=unix:///run/user/$rootless_uid/docker.sock
+export ECR_EXECUTOR_TEST_ROOTLESS_PODMAN=unix:///run/user/$rootless_uid/podman.sock
 export ECR_EXECUTOR_TEST_PIDS="${pids[*]}"
 export ECR_EXECUTOR_TEST_RUN=$run
 ENV

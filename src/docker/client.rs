@@ -64,9 +64,17 @@ pub(crate) fn connect(config: &Config, env: &Env) -> Result<Docker> {
     result.map_err(|source| Error::DockerConnect { host, source })
 }
 
-/// Whether the engine runs rootless (Docker's or Podman's `SecurityOptions` say
-/// `name=rootless`): its container addresses are then inside its own network namespace.
-pub(crate) async fn rootless(docker: &Docker) -> bool {
+/// Whether the engine at `host` runs rootless: its container addresses are then inside its
+/// own network namespace. A rootless engine's socket belongs to its user (a rootful one's to
+/// root), and Docker says so in `SecurityOptions` too (rootless Podman does not).
+pub(crate) async fn rootless(docker: &Docker, host: &str) -> bool {
+    let socket_owner = host
+        .strip_prefix("unix://")
+        .and_then(|path| std::fs::metadata(path).ok())
+        .map(|m| std::os::unix::fs::MetadataExt::uid(&m));
+    if socket_owner.is_some_and(|uid| uid != 0) {
+        return true;
+    }
     docker.info().await.ok().is_some_and(|info| {
         info.security_options
             .unwrap_or_default()

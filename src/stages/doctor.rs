@@ -143,8 +143,13 @@ async fn engine(
                 })
                 .is_some_and(|v| v >= (1, 41));
             let uid = rustix::process::geteuid().as_raw();
+            let rootless = if client::rootless(&docker, &host).await {
+                " (rootless: services are waited for from inside the job network)"
+            } else {
+                ""
+            };
             let line = format!(
-                "{kind} {} at {host}, API {api}, usable by this user (uid {uid})",
+                "{kind} {} at {host}, API {api}, usable by this user (uid {uid}){rootless}",
                 version.version.as_deref().unwrap_or("(version unknown)")
             );
             if api_ok || podman {

@@ -123,6 +123,67 @@ pub struct Job {
     config: PathBuf,
     scripts: AtomicU64,
     private_tmpdir: bool,
+    user: Option<User>,
+}
+
+/// An unprivileged user the driver runs as (rootless engines).
+#[derive(Clone)]
+pub struct User {
+    pub name: String,
+    pub uid: u32,
+    pub gid: u32,
+    pub home: PathBuf,
+}
+
+impl User {
+    /// The user `name` of this machine.
+    pub fn named(name: &str) -> User {
+        let id = |flag: &str| -> u32 {
+            let out = Command::new("id").args([flag, name]).output().unwrap();
+            assert!(out.status.success(), "no user {name}");
+            String::from_utf8_lossy(&out.stdout).trim().parse().unwrap()
+        };
+        let out = Command::new("getent")
+            .args(["passwd", name])
+            .output()
+            .unwrap();
+        let home = String::from_utf8_lossy(&out.stdout)
+            .split(':')
+            .nth(5)
+            .unwrap_or("/")
+            .to_owned();
+        User {
+            name: name.to_owned(),
+            uid: id("-u"),
+            gid: id("-g"),
+            home: PathBuf::from(home),
+        }
+    }
+
+    /// Makes `path` (and what is below it) this user's.
+    pub fn own(&self, path: &std::path::Path) {
+        let status = Command::new("chown")
+            .args(["-R", &format!("{}:{}", self.uid, self.gid)])
+            .arg(path)
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+}
+
+/// The driver binary where any user may run it (the build's target dir may be private).
+fn shared_driver() -> &'static PathBuf {
+    static DRIVER: OnceLock<PathBuf> = OnceLock::new();
+    DRIVER.get_or_init(|| {
+        let dir =
+            std::env::temp_dir().join(format!("ecr-executor-test-bin-{}", std::process::id()));
+        fs::create_dir_all(&dir).unwrap();
+        fs::set_permissions(&dir, fs::Permissions::from_mode(0o755)).unwrap();
+        let path = dir.join("ecr-executor");
+        fs::copy(env!("CARGO_BIN_EXE_ecr-executor"), &path).unwrap();
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o755)).unwrap();
+        path
+    })
 }
 
 pub struct JobBuilder {
@@ -135,6 +196,7 @@ pub struct JobBuilder {
     runner_env: Vec<(String, String)>,
     config: String,
     private_tmpdir: bool,
+    user: Option<User>,
 }
 
 impl JobBuilder {
@@ -216,6 +278,12 @@ impl JobBuilder {
 
     /// Runs every driver process with `TMPDIR` on a tmpfs of its own mount namespace, which
     /// the engine cannot see: a runner in a container talking to the host's engine.
+    /// Runs every driver process as `user` (for rootless engines), in a temp dir of theirs.
+    pub fn run_by(mut self, user: &User) -> Self {
+        self.user = Some(user.clone());
+        self
+    }
+
     pub fn private_tmpdir(mut self) -> Self {
         self.private_tmpdir = true;
         self
@@ -286,12 +354,16 @@ impl JobBuilder {
             self.config.replace("@TMP@", tmp.path().to_str().unwrap()),
         )
         .unwrap();
+        if let Some(user) = &self.user {
+            user.own(tmp.path());
+        }
         Job {
             id,
             tmp,
             vars,
             runner_env: self.runner_env,
             private_tmpdir: self.private_tmpdir,
+            user: self.user.clone(),
             config,
             scripts: AtomicU64::new(0),
         }
@@ -309,6 +381,7 @@ impl Job {
             vars: Vec::new(),
             runner_env: Vec::new(),
             private_tmpdir: false,
+            user: None,
             config: BASE_CONFIG.to_owned(),
         }
     }
@@ -346,7 +419,18 @@ impl Job {
 
     fn command(&self, args: &[&str], tag: &str) -> (Command, PathBuf, PathBuf) {
         let driver = env!("CARGO_BIN_EXE_ecr-executor");
-        let mut cmd = if self.private_tmpdir {
+        let mut cmd = if let Some(user) = &self.user {
+            // setpriv execs the driver itself (no fork): the runner's signals reach it.
+            let mut c = Command::new("setpriv");
+            c.args([
+                &format!("--reuid={}", user.uid),
+                &format!("--regid={}", user.gid),
+                "--init-groups",
+                "--",
+            ])
+            .arg(shared_driver());
+            c
+        } else if self.private_tmpdir {
             let private = self.tmp.path().join("private");
             fs::create_dir_all(&private).unwrap();
             let mut c = Command::new("unshare");
@@ -377,6 +461,11 @@ impl Job {
             .process_group(0);
         if let Some(host) = std::env::var_os("DOCKER_HOST") {
             cmd.env("DOCKER_HOST", host);
+        }
+        if let Some(user) = &self.user {
+            cmd.env("HOME", &user.home)
+                .env("USER", &user.name)
+                .env("XDG_RUNTIME_DIR", format!("/run/user/{}", user.uid));
         }
         for (k, v) in &self.vars {
             cmd.env(format!("CUSTOM_ENV_{k}"), v);
@@ -419,6 +508,9 @@ impl Job {
         let n = self.scripts.fetch_add(1, Ordering::Relaxed);
         let path = self.tmp.path().join(format!("raw-script{n}"));
         fs::write(&path, script).unwrap();
+        if let Some(user) = &self.user {
+            user.own(&path);
+        }
         self.execute(&["run", path.to_str().unwrap(), stage], stage)
     }
 
@@ -485,6 +577,9 @@ impl Job {
         let path = dir.join("script");
         fs::write(&path, script).unwrap();
         fs::set_permissions(&path, fs::Permissions::from_mode(0o700)).unwrap();
+        if let Some(user) = &self.user {
+            user.own(&dir);
+        }
         path
     }
 
@@ -642,7 +737,16 @@ fn ansi_c_quote(s: &str) -> String {
 
 /// Lines of `docker <args>` output; panics when the CLI fails.
 pub fn docker(args: &[&str]) -> Vec<String> {
-    let out = Command::new("docker").args(args).output().unwrap();
+    docker_at(None, args)
+}
+
+/// Lines of `docker -H <host> <args>` (the default engine without a host).
+pub fn docker_at(host: Option<&str>, args: &[&str]) -> Vec<String> {
+    let mut cmd = Command::new("docker");
+    if let Some(host) = host {
+        cmd.args(["-H", host]);
+    }
+    let out = cmd.args(args).output().unwrap();
     assert!(
         out.status.success(),
         "docker {args:?}: {}",
@@ -708,6 +812,11 @@ impl World {
 
 /// Containers, volumes and networks still carrying the job's label.
 pub fn leftovers(job_key: &str) -> Vec<String> {
+    leftovers_at(None, job_key)
+}
+
+/// [`leftovers`] on the engine at `host`.
+pub fn leftovers_at(host: Option<&str>, job_key: &str) -> Vec<String> {
     let filter = format!("label=ecr-executor.job={job_key}");
     let mut found = Vec::new();
     for (kind, args) in [
@@ -724,7 +833,11 @@ pub fn leftovers(job_key: &str) -> Vec<String> {
             vec!["network", "ls", "-q", "--filter", filter.as_str()],
         ),
     ] {
-        found.extend(docker(&args).into_iter().map(|id| format!("{kind} {id}")));
+        found.extend(
+            docker_at(host, &args)
+                .into_iter()
+                .map(|id| format!("{kind} {id}")),
+        );
     }
     found
 }

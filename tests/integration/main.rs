@@ -21,3 +21,4 @@ mod output;
 mod parity;
 mod policy;
 mod pull_through;
+mod rootless;

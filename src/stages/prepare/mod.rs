@@ -242,7 +242,7 @@ async fn prepare(
     )?;
     let limit = Duration::from_secs(config.wait_for_services_timeout);
     if !limit.is_zero() && started.iter().any(|s| !s.ports.is_empty()) {
-        let rootless = client::rootless(docker).await;
+        let rootless = client::rootless(docker, &host).await;
         let from = services::probe_from(&host, engine_kernel.as_deref(), rootless);
         services::wait(docker, &names, &started, limit, from).await;
     }
