@@ -135,6 +135,12 @@ pub fn main(cli: Cli) -> ExitCode {
         }
         Err(e) => {
             report(&e);
+            if e.engine_lost() {
+                output::info(
+                    "If the Docker engine is restarting, the runner's cleanup waits for it (up \
+                     to `[docker] engine_restart_wait`) and then removes this job's containers",
+                );
+            }
             exit_code(&e, &env)
         }
     }
@@ -175,7 +181,7 @@ fn dispatch(cli: Cli, env: Env) -> Result<()> {
             Command::Run { script, stage } => {
                 stages::run::run(&Context { env, config }, &script, &stage, &cancel).await
             }
-            Command::Cleanup => stages::cleanup::run(&Context { env, config }).await,
+            Command::Cleanup => stages::cleanup::run(&Context { env, config }, &cancel).await,
             Command::Gc { dry_run } => stages::gc::run(&Context { env, config }, dry_run).await,
             Command::Auth {
                 command: AuthCommand::Check { target },

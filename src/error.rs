@@ -414,6 +414,28 @@ impl Error {
         }
     }
 
+    /// Whether the engine looks down rather than broken: its socket is missing or refuses
+    /// connections, as while it restarts. A permission error or a hung engine is not.
+    pub(crate) fn engine_down(&self) -> bool {
+        use std::io::ErrorKind as K;
+        match self {
+            Error::DockerConnect { source, .. } | Error::DockerUnreachable { source, .. } => {
+                matches!(source, bollard::errors::Error::SocketNotFoundError(_))
+                    || matches!(
+                        io_kind(source),
+                        Some(K::ConnectionRefused | K::NotFound | K::ConnectionReset)
+                    )
+            }
+            _ => false,
+        }
+    }
+
+    /// Whether the driver lost the engine: it is down, or a request to it was cut off or
+    /// timed out.
+    pub(crate) fn engine_lost(&self) -> bool {
+        matches!(self, Error::DockerUnreachable { .. }) || self.engine_down()
+    }
+
     pub(crate) fn io(what: impl Into<String>, source: std::io::Error) -> Self {
         Error::Io {
             what: what.into(),

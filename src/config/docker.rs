@@ -23,6 +23,9 @@ pub(crate) struct DockerConfig {
     /// Seconds a stage waits for the container's stage shell before the job log says why it
     /// might not start (an ENTRYPOINT that does not run its command).
     pub stage_start_notice: u64,
+    /// Seconds `cleanup` waits for an engine that is down (its socket missing or refusing
+    /// connections, as during a restart) before it leaves the job's resources to `gc`.
+    pub engine_restart_wait: u64,
 }
 
 impl Default for DockerConfig {
@@ -34,6 +37,7 @@ impl Default for DockerConfig {
             direct_output: true,
             direct_output_dir: None,
             stage_start_notice: 60,
+            engine_restart_wait: 60,
         }
     }
 }

@@ -3,7 +3,11 @@
 //! every stage starts with no extra request. Hosts: `unix://`, `tcp://`, and `tcp://` with
 //! TLS client certificates.
 
+use std::time::Duration;
+
 use bollard::{ClientVersion, Docker};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
 use crate::error::{Error, Result};
@@ -18,6 +22,9 @@ pub(crate) const API_VERSION: ClientVersion = ClientVersion {
 /// Per-request timeout (seconds) for the connection and response headers. Streams (pulls,
 /// job output) are not bounded by it.
 const REQUEST_TIMEOUT_SECS: u64 = 120;
+
+/// How often [`connect_when_up`] knocks on an engine that is down.
+const RETRY_EVERY: Duration = Duration::from_millis(250);
 
 const LOCAL_SOCKET: &str = "unix:///var/run/docker.sock";
 
@@ -64,6 +71,39 @@ pub(crate) fn connect(config: &Config, env: &Env) -> Result<Docker> {
     result.map_err(|source| Error::DockerConnect { host, source })
 }
 
+/// Connects and pings, retrying every quarter second while the engine is down (its socket
+/// missing or refusing connections, as while it restarts) until `deadline` or `cancel`.
+/// Returns the client and how long it waited for the engine (zero when it answered at once);
+/// the last error otherwise.
+pub(crate) async fn connect_when_up(
+    config: &Config,
+    env: &Env,
+    deadline: Instant,
+    cancel: &CancellationToken,
+) -> Result<(Docker, Duration)> {
+    let start = Instant::now();
+    let mut tries = 0_u32;
+    loop {
+        tries += 1;
+        let attempt = match connect(config, env) {
+            Ok(docker) => match docker.ping().await {
+                Ok(_) if tries == 1 => return Ok((docker, Duration::ZERO)),
+                Ok(_) => return Ok((docker, start.elapsed())),
+                Err(e) => Err(Error::docker("ping", docker_host(config, env), e)),
+            },
+            Err(e) => Err(e),
+        };
+        let down = attempt.as_ref().is_err_and(Error::engine_down);
+        if !down || Instant::now() >= deadline {
+            return attempt;
+        }
+        tokio::select! {
+            () = tokio::time::sleep(RETRY_EVERY) => {}
+            () = cancel.cancelled() => return attempt,
+        }
+    }
+}
+
 /// Whether the engine at `host` runs rootless: its container addresses are then inside its
 /// own network namespace. A rootless engine's socket belongs to its user (a rootful one's to
 /// root), and Docker says so in `SecurityOptions` too (rootless Podman does not).
@@ -92,4 +132,109 @@ pub(crate) fn is_not_found(err: &bollard::errors::Error) -> bool {
             ..
         }
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    use super::*;
+
+    fn config_for(socket: &Path) -> Config {
+        let mut config = Config::default();
+        config.docker.host = Some(format!("unix://{}", socket.display()));
+        config
+    }
+
+    /// Answers `_ping` on `socket`, as an engine that has just come back.
+    async fn serve_pings(socket: std::path::PathBuf) {
+        let listener = tokio::net::UnixListener::bind(socket).unwrap();
+        loop {
+            let (mut stream, _) = listener.accept().await.unwrap();
+            let mut request = [0_u8; 1024];
+            let _ = stream.read(&mut request).await.unwrap();
+            let reply = "HTTP/1.1 200 OK\r\nApi-Version: 1.41\r\nContent-Length: 2\r\n\r\nOK";
+            stream.write_all(reply.as_bytes()).await.unwrap();
+        }
+    }
+
+    #[tokio::test]
+    async fn an_engine_that_comes_back_is_waited_for() {
+        let dir = tempfile::tempdir().unwrap();
+        let socket = dir.path().join("docker.sock");
+        let config = config_for(&socket);
+        let late = socket.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(600)).await;
+            serve_pings(late).await;
+        });
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let (_, waited) = connect_when_up(
+            &config,
+            &Env::default(),
+            deadline,
+            &CancellationToken::new(),
+        )
+        .await
+        .unwrap();
+        assert!(waited >= Duration::from_millis(500), "{waited:?}");
+
+        // Up at once: no wait to report.
+        let (_, waited) = connect_when_up(
+            &config,
+            &Env::default(),
+            deadline,
+            &CancellationToken::new(),
+        )
+        .await
+        .unwrap();
+        assert_eq!(waited, Duration::ZERO);
+    }
+
+    #[tokio::test]
+    async fn the_wait_ends_at_the_deadline_or_on_cancel() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = config_for(&dir.path().join("docker.sock"));
+        let start = Instant::now();
+        let deadline = start + Duration::from_millis(700);
+        let err = connect_when_up(
+            &config,
+            &Env::default(),
+            deadline,
+            &CancellationToken::new(),
+        )
+        .await
+        .unwrap_err();
+        assert!(err.engine_down(), "{err}");
+        assert!(start.elapsed() >= Duration::from_millis(700));
+
+        let cancel = CancellationToken::new();
+        cancel.cancel();
+        let start = Instant::now();
+        let deadline = start + Duration::from_secs(30);
+        let err = connect_when_up(&config, &Env::default(), deadline, &cancel)
+            .await
+            .unwrap_err();
+        assert!(err.engine_down(), "{err}");
+        assert!(start.elapsed() < Duration::from_secs(1));
+    }
+
+    #[tokio::test]
+    async fn a_socket_nobody_listens_on_counts_as_down() {
+        let dir = tempfile::tempdir().unwrap();
+        let socket = dir.path().join("docker.sock");
+        drop(std::os::unix::net::UnixListener::bind(&socket).unwrap());
+        let deadline = Instant::now();
+        let err = connect_when_up(
+            &config_for(&socket),
+            &Env::default(),
+            deadline,
+            &CancellationToken::new(),
+        )
+        .await
+        .unwrap_err();
+        assert!(err.engine_down(), "{err}");
+    }
 }

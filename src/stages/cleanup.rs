@@ -1,16 +1,24 @@
 //! `cleanup` stage: removes the job's containers, network and builds volume, found by label
 //! and by name, and its direct-output directory, found by name, so it needs nothing from
 //! `prepare` and can run any number of times.
+//! An engine that is down (restarting) is waited for, up to `[docker] engine_restart_wait`,
+//! and a removal it cut short is done again once it is back.
 //! Its output goes to the runner's own log and its exit code is ignored by the runner, so it
 //! reports what it could not remove on stderr and still succeeds.
 
+use std::time::Duration;
+
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
 use super::Context;
 use crate::docker;
+use crate::docker::client;
 use crate::error::Result;
 use crate::naming::Names;
 use crate::output;
 
-pub(crate) async fn run(ctx: &Context) -> Result<()> {
+pub(crate) async fn run(ctx: &Context, cancel: &CancellationToken) -> Result<()> {
     let id = match ctx.env.vars.identity() {
         Ok(id) => id,
         Err(e) => {
@@ -19,8 +27,46 @@ pub(crate) async fn run(ctx: &Context) -> Result<()> {
         }
     };
     let names = Names::new(&id);
-    let docker = docker::client::connect(&ctx.config, &ctx.env)?;
-    let failures = docker::resources::remove_job(&docker, &names).await;
+    let patience = Duration::from_secs(ctx.config.docker.engine_restart_wait);
+    let deadline = Instant::now() + patience;
+    let mut waited = Duration::ZERO;
+    // A failed round is done again while the engine keeps going down (within the deadline),
+    // and once more after it answers again: removal is idempotent.
+    let mut retried_while_up = false;
+    let failures = loop {
+        let docker = match client::connect_when_up(&ctx.config, &ctx.env, deadline, cancel).await {
+            Ok((docker, w)) => {
+                waited += w;
+                docker
+            }
+            Err(e) if e.engine_down() => {
+                output::warn(format!(
+                    "{e}; waited {} s for it to come back, so the job's containers, network \
+                     and volume are left for `ecr-executor gc`",
+                    patience.as_secs()
+                ));
+                break Vec::new();
+            }
+            Err(e) => return Err(e),
+        };
+        let failures = docker::resources::remove_job(&docker, &names).await;
+        if failures.is_empty() || Instant::now() >= deadline || cancel.is_cancelled() {
+            break failures;
+        }
+        if docker.ping().await.is_ok() {
+            if retried_while_up {
+                break failures;
+            }
+            retried_while_up = true;
+        }
+    };
+    if !waited.is_zero() {
+        output::warn(format!(
+            "the Docker engine at {} was down; cleanup waited {:.1} s for it to come back",
+            client::docker_host(&ctx.config, &ctx.env),
+            waited.as_secs_f64()
+        ));
+    }
     for failure in &failures {
         output::warn(format!("could not remove {failure}"));
     }

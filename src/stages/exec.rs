@@ -62,7 +62,7 @@ pub(crate) async fn run(
         cfg.driver.name, cfg.driver.version, cfg.builds_dir, cfg.cache_dir
     ));
     let result = stages(&ctx, tmp.path(), job, cancel).await;
-    cleanup::run(&ctx).await?;
+    cleanup::run(&ctx, cancel).await?;
     result
 }
 

@@ -21,4 +21,5 @@ mod output;
 mod parity;
 mod policy;
 mod pull_through;
+mod restart;
 mod rootless;

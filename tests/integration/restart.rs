@@ -1,0 +1,225 @@
+//! A real dockerd restart. Each test runs a private dockerd of its own
+//! (`scripts/engines/private-dockerd.sh`: own socket, data root, exec root, pidfile and
+//! network namespace, no iptables; the machine's engine is not touched) and SIGKILLs it, as
+//! an OOM kill or a crash does, during a stage, during prepare and during cleanup. Without
+//! live-restore the restarted engine stops the job's containers but keeps them: the stage
+//! ends as a system failure, and cleanup waits for the engine and then leaves nothing.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::os::unix::net::UnixStream;
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use crate::harness::*;
+
+/// A private dockerd named `name` (its netns, `/run/ecr-<name>`, `/var/lib/ecr-<name>`),
+/// destroyed on drop with everything it ran.
+struct PrivateDockerd {
+    name: &'static str,
+}
+
+impl PrivateDockerd {
+    fn start(name: &'static str) -> PrivateDockerd {
+        let engine = PrivateDockerd { name };
+        engine.script("destroy"); // a previous run's, if one was interrupted
+        engine.script("start");
+        engine
+    }
+
+    fn script(&self, command: &str) {
+        let script = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/scripts/engines/private-dockerd.sh"
+        );
+        let out = Command::new(script)
+            .arg(command)
+            .env("ECR_D2_NAME", self.name)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "private-dockerd.sh {command} (needs root): {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    fn run_dir(&self) -> PathBuf {
+        PathBuf::from(format!("/run/ecr-{}", self.name))
+    }
+
+    fn host(&self) -> String {
+        format!("unix://{}/docker.sock", self.run_dir().display())
+    }
+
+    /// A driver config that talks to this engine, with a short wait for it in cleanup.
+    fn config(&self) -> String {
+        format!(
+            "[docker]\nhost = \"{}\"\nengine_restart_wait = 40",
+            self.host()
+        )
+    }
+
+    /// SIGKILLs dockerd at once (its containerd follows): the socket file stays and refuses.
+    fn kill(&self) {
+        let pid: i32 = std::fs::read_to_string(self.run_dir().join("docker.pid"))
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        let pid = rustix::process::Pid::from_raw(pid).unwrap();
+        rustix::process::kill_process(pid, rustix::process::Signal::KILL).unwrap();
+    }
+
+    fn leftovers(&self, job: &Job) -> Vec<String> {
+        leftovers_at(Some(&self.host()), &job.key())
+    }
+
+    /// Opens the engine's event stream for the job's containers being destroyed.
+    fn destroy_events(&self, job: &Job) -> BufReader<UnixStream> {
+        let filters = format!(
+            r#"{{"type":["container"],"event":["destroy"],"label":["ecr-executor.job={}"]}}"#,
+            job.key()
+        );
+        let mut stream = UnixStream::connect(self.run_dir().join("docker.sock")).unwrap();
+        write!(
+            stream,
+            "GET /events?filters={} HTTP/1.0\r\nHost: docker\r\n\r\n",
+            percent(&filters)
+        )
+        .unwrap();
+        let mut reader = BufReader::new(stream);
+        let mut status = String::new();
+        reader.read_line(&mut status).unwrap();
+        assert!(status.contains(" 200 "), "{status}");
+        reader
+    }
+
+    /// Whether the engine lists a container of the job, over the API (fast enough to poll).
+    fn has_container_of(&self, job: &Job) -> bool {
+        let filters = format!(r#"{{"label":["ecr-executor.job={}"]}}"#, job.key());
+        let Ok(mut stream) = UnixStream::connect(self.run_dir().join("docker.sock")) else {
+            return false;
+        };
+        write!(
+            stream,
+            "GET /containers/json?all=1&filters={} HTTP/1.0\r\nHost: docker\r\n\r\n",
+            percent(&filters)
+        )
+        .unwrap();
+        let mut body = String::new();
+        let _ = stream.read_to_string(&mut body);
+        body.contains("\"Id\"")
+    }
+}
+
+impl Drop for PrivateDockerd {
+    fn drop(&mut self) {
+        self.script("destroy");
+    }
+}
+
+fn percent(text: &str) -> String {
+    text.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+#[track_caller]
+fn assert_waited(cleanup: &Output) {
+    cleanup.assert_ok();
+    assert!(
+        cleanup.stderr.contains("was down; cleanup waited"),
+        "{}",
+        cleanup.stderr
+    );
+    assert!(
+        !cleanup.stderr.contains("could not remove"),
+        "{}",
+        cleanup.stderr
+    );
+}
+
+#[test]
+fn a_dockerd_restarted_mid_stage_fails_it_and_cleanup_waits_and_leaves_nothing() {
+    let engine = PrivateDockerd::start("ecrd-stage");
+    let job = Job::builder(BUSYBOX).config(&engine.config()).build();
+    job.prepare_ok();
+    let running = job.spawn_run("build_script", "echo started\nsleep 30\necho finished");
+    running.wait_for_output("started");
+    engine.kill();
+    let out = running.wait(Duration::from_secs(20));
+    out.assert_code(SYSTEM_FAILURE);
+    assert!(!out.stdout().contains("finished"), "{}", out.all());
+    assert!(
+        out.stdout().contains("the runner's cleanup waits for it"),
+        "{}",
+        out.stderr
+    );
+
+    // The runner's cleanup comes while the engine is still down.
+    let cleanup = job.spawn_driver(&["cleanup"]);
+    std::thread::sleep(Duration::from_secs(1));
+    engine.script("start");
+    let cleanup = cleanup.wait(Duration::from_secs(60));
+    assert_waited(&cleanup);
+    assert_eq!(engine.leftovers(&job), Vec::<String>::new());
+    assert_no_leftovers(&job);
+}
+
+#[test]
+fn a_dockerd_restarted_mid_prepare_is_cleaned_up_and_the_retry_works() {
+    let engine = PrivateDockerd::start("ecrd-prepare");
+    let job = Job::builder(BUSYBOX).config(&engine.config()).build();
+    let prepare = job.spawn_prepare();
+    // Kill it when the first container is there: the others are still being made.
+    let start = Instant::now();
+    while !engine.has_container_of(&job) {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "no container appeared"
+        );
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    engine.kill();
+    let out = prepare.wait(Duration::from_secs(30));
+    out.assert_code(SYSTEM_FAILURE);
+    assert!(out.stderr.contains("Docker"), "{}", out.stderr);
+
+    // As the runner does after a failed prepare: cleanup, then the next attempt.
+    let cleanup = job.spawn_driver(&["cleanup"]);
+    engine.script("start");
+    assert_waited(&cleanup.wait(Duration::from_secs(60)));
+    assert_eq!(engine.leftovers(&job), Vec::<String>::new());
+    job.prepare_ok();
+    job.run("build_script", "echo after-restart").assert_ok();
+    job.cleanup().assert_ok();
+    assert_eq!(engine.leftovers(&job), Vec::<String>::new());
+    assert_no_leftovers(&job);
+}
+
+#[test]
+fn a_dockerd_restarted_mid_cleanup_is_waited_for_and_cleanup_finishes() {
+    let engine = PrivateDockerd::start("ecrd-cleanup");
+    let job = Job::builder(BUSYBOX).config(&engine.config()).build();
+    job.prepare_ok();
+    job.run("build_script", "echo hi").assert_ok();
+    // Kill the engine the moment cleanup has removed its first container.
+    let mut events = engine.destroy_events(&job);
+    let cleanup = job.spawn_driver(&["cleanup"]);
+    let mut line = String::new();
+    while !line.contains("\"destroy\"") {
+        line.clear();
+        assert!(events.read_line(&mut line).unwrap() > 0, "no destroy event");
+    }
+    engine.kill();
+    drop(events);
+    std::thread::sleep(Duration::from_millis(500));
+    engine.script("start");
+    assert_waited(&cleanup.wait(Duration::from_secs(60)));
+    assert_eq!(engine.leftovers(&job), Vec::<String>::new());
+    assert_no_leftovers(&job);
+}
