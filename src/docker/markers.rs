@@ -208,7 +208,9 @@ impl Scanner {
     /// none does).
     fn tail_start(&self, data: &[u8]) -> usize {
         let window = data.len().saturating_sub(self.end.len() - 1);
-        (window..data.len())
+        // Only where the nonce's first byte is (rarely anywhere, on output not made of hex).
+        memchr::memchr_iter(self.end[0], &data[window..])
+            .map(|j| window + j)
             .find(|&j| self.end.starts_with(&data[j..]))
             .unwrap_or(data.len())
     }

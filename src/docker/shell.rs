@@ -24,7 +24,7 @@ use bollard::Docker;
 use bollard::container::LogOutput;
 use bollard::models::ContainerCreateBody;
 use bollard::query_parameters::AttachContainerOptions;
-use futures_util::StreamExt;
+use futures_util::{FutureExt, StreamExt};
 use tokio::io::AsyncWriteExt;
 use tokio_util::sync::CancellationToken;
 
@@ -116,6 +116,36 @@ fn stage_program(nonce: &str, script: &[u8]) -> Vec<u8> {
         .as_bytes(),
     );
     program
+}
+
+/// Feeds one frame of the attach to the stage's streams, and notes the stage shell's PID once
+/// its start line is in (not on every frame after).
+fn on_frame(
+    frame: Result<LogOutput, bollard::errors::Error>,
+    streams: &mut Streams,
+    to_out: &mut impl FnMut(&[u8]) -> std::io::Result<()>,
+    to_err: &mut impl FnMut(&[u8]) -> std::io::Result<()>,
+    stage_shell: &AtomicU32,
+) -> Result<(), ShellError> {
+    match frame.map_err(|e| ShellError::Docker("read output of", e))? {
+        LogOutput::StdOut { message } | LogOutput::Console { message } => {
+            streams
+                .stdout
+                .feed(&message, to_out)
+                .map_err(ShellError::Output)?;
+            if stage_shell.load(Ordering::Relaxed) == 0
+                && let Some(pid) = streams.stage_shell()
+            {
+                stage_shell.store(pid, Ordering::Relaxed);
+            }
+        }
+        LogOutput::StdErr { message } => streams
+            .stderr
+            .feed(&message, to_err)
+            .map_err(ShellError::Output)?,
+        LogOutput::StdIn { .. } => {}
+    }
+    Ok(())
 }
 
 /// 128 random bits as hex.
@@ -235,41 +265,18 @@ pub(crate) async fn run_script(
             Some(f) => (Some(&mut f.out), Some(&mut f.err)),
             None => (None, None),
         };
-        let notice = tokio::time::sleep(start_notice);
-        tokio::pin!(notice);
-        let mut noticed = false;
+        // Dropped once the stage has started: a live timer costs a clock read per wake-up.
+        let mut notice = Some(Box::pin(tokio::time::sleep(start_notice)));
         while !streams.ended() {
+            if notice.is_some() && stage_shell.load(Ordering::Relaxed) != 0 {
+                notice = None;
+            }
+            // Biased, the FIFOs first: while a job writes fast, a wake-up reads them without
+            // polling the attach too, which carries only the markers then. Until the start
+            // line is in, the attach is looked at after every FIFO read as well: a FIFO that
+            // never runs dry must not hide the stage shell's PID, which a cancel needs.
             tokio::select! {
-                () = &mut notice, if !noticed && stage_shell.load(Ordering::Relaxed) == 0 => {
-                    noticed = true;
-                    crate::output::warn(format!(
-                        "the stage has not started after {} s: the container's shell has not \
-                         read it. If the image's ENTRYPOINT does not run the command it is \
-                         given, set `image: entrypoint: [\"\"]` in .gitlab-ci.yml; it may \
-                         also still be starting, or an earlier stage still running",
-                        start_notice.as_secs()
-                    ));
-                }
-                frame = output.next() => {
-                    let Some(frame) = frame else {
-                        return Err(ShellError::Ended);
-                    };
-                    match frame.map_err(|e| ShellError::Docker("read output of", e))? {
-                        LogOutput::StdOut { message } | LogOutput::Console { message } => {
-                            streams.stdout.feed(&message, &mut to_out).map_err(ShellError::Output)?;
-                            // Once, when the start line has been read; not on every frame after.
-                            if stage_shell.load(Ordering::Relaxed) == 0
-                                && let Some(pid) = streams.stage_shell()
-                            {
-                                stage_shell.store(pid, Ordering::Relaxed);
-                            }
-                        }
-                        LogOutput::StdErr { message } => {
-                            streams.stderr.feed(&message, &mut to_err).map_err(ShellError::Output)?
-                        }
-                        LogOutput::StdIn { .. } => {}
-                    }
-                }
+                biased;
                 read = fifo::read(from_out.as_deref_mut()), if !streams.fifo_out.done() => {
                     let bytes = read.map_err(ShellError::Fifo)?;
                     streams.fifo_out.feed(bytes, &mut to_out).map_err(ShellError::Output)?;
@@ -277,6 +284,38 @@ pub(crate) async fn run_script(
                 read = fifo::read(from_err.as_deref_mut()), if !streams.fifo_err.done() => {
                     let bytes = read.map_err(ShellError::Fifo)?;
                     streams.fifo_err.feed(bytes, &mut to_err).map_err(ShellError::Output)?;
+                }
+                frame = output.next() => {
+                    let Some(frame) = frame else {
+                        return Err(ShellError::Ended);
+                    };
+                    on_frame(frame, &mut streams, &mut to_out, &mut to_err, &stage_shell)?;
+                    continue;
+                }
+                () = async {
+                    match notice.as_mut() {
+                        Some(sleep) => sleep.await,
+                        None => std::future::pending().await,
+                    }
+                }, if notice.is_some() => {
+                    notice = None;
+                    crate::output::warn(format!(
+                        "the stage has not started after {} s: the container's shell has not \
+                         read it. If the image's ENTRYPOINT does not run the command it is \
+                         given, set `image: entrypoint: [\"\"]` in .gitlab-ci.yml; it may \
+                         also still be starting, or an earlier stage still running",
+                        start_notice.as_secs()
+                    ));
+                    continue;
+                }
+            }
+            if stage_shell.load(Ordering::Relaxed) == 0 {
+                match output.next().now_or_never() {
+                    Some(Some(frame)) => {
+                        on_frame(frame, &mut streams, &mut to_out, &mut to_err, &stage_shell)?;
+                    }
+                    Some(None) => return Err(ShellError::Ended),
+                    None => {}
                 }
             }
         }
