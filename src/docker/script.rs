@@ -24,18 +24,25 @@ elif [ -x /busybox/sh ]; then exec /busybox/sh; \
 else echo shell not found >&2; exit 127; fi";
 
 /// Signals (`$2`) every process of the container except PID 1, this shell, and the stage
-/// shell (`$1`) with its ancestors (the container's main command and any ENTRYPOINT wrapper).
-const SIGNAL_ALL_BUT_THE_STAGE_SHELL: &str = r#"a=$1 keep=" 1 $$ "
+/// shell (`$1`) with its ancestors (the container's main command and any ENTRYPOINT wrapper);
+/// with `$3` set, also except the stage shell's children (the script's own shell).
+const SIGNAL_ALL_BUT_THE_STAGE_SHELL: &str = r#"ppid() { p=; while read -r k v; do [ "$k" = PPid: ] && { p=$v; break; }; done < "/proc/$1/status"; }
+a=$1 keep=" 1 $$ "
 while [ "$a" -gt 1 ] 2>/dev/null && [ -r "/proc/$a/status" ]; do
-  keep="$keep$a " p=
-  while read -r k v; do [ "$k" = PPid: ] && { p=$v; break; }; done < "/proc/$a/status"
+  keep="$keep$a "
+  ppid "$a" 2>/dev/null
   a=$p
 done
 for d in /proc/[0-9]*; do
-  case $keep in *" ${d#/proc/} "*) ;; *) kill -s "$2" "${d#/proc/}" 2>/dev/null ;; esac
+  pid=${d#/proc/}
+  case $keep in *" $pid "*) continue ;; esac
+  if [ -n "$3" ]; then ppid "$pid" 2>/dev/null; [ "$p" = "$1" ] && continue; fi
+  kill -s "$2" "$pid" 2>/dev/null
 done
 true"#;
 
+/// How long the script's own shell is spared on cancel, for its subshell's TERM trap.
+const SCRIPT_SHELL_GRACE: Duration = Duration::from_secs(1);
 /// How long processes get after SIGTERM before SIGKILL on cancel.
 pub(crate) const TERM_GRACE: Duration = Duration::from_secs(3);
 /// How long to wait for output to end after SIGKILL.
@@ -80,25 +87,45 @@ impl ShellError {
     }
 }
 
-/// Stops the processes of a cancelled stage (see [`signal_all`]): SIGTERM, then SIGKILL if
-/// the stage's output (`run`) has not ended within a grace period.
+/// Stops the processes of a cancelled stage (see [`signal_all`]): SIGTERM to all but the
+/// script's own shell, then to it too if the stage's output (`run`) has not ended within
+/// [`SCRIPT_SHELL_GRACE`], then SIGKILL if it has not ended within [`TERM_GRACE`].
+///
+/// The script's shell goes last because the runner's scripts run the job's commands in a
+/// subshell (`: | eval '...'`): were both signalled at once, the script's shell (which has no
+/// trap) could end the stage before the subshell's TERM trap has written its output.
 pub(crate) async fn stop_processes<F: Future>(
     docker: &Docker,
     container: &str,
     stage_shell: u32,
     mut run: std::pin::Pin<&mut F>,
 ) {
-    signal_all(docker, container, stage_shell, "TERM").await;
+    signal_all(docker, container, stage_shell, "TERM", true).await;
+    if tokio::time::timeout(SCRIPT_SHELL_GRACE, &mut run)
+        .await
+        .is_ok()
+    {
+        return;
+    }
+    signal_all(docker, container, stage_shell, "TERM", false).await;
     if tokio::time::timeout(TERM_GRACE, &mut run).await.is_err() {
-        signal_all(docker, container, stage_shell, "KILL").await;
+        signal_all(docker, container, stage_shell, "KILL", false).await;
         let _ = tokio::time::timeout(KILL_GRACE, &mut run).await;
     }
 }
 
 /// Sends `signal` to every process of `container` except PID 1 and the stage shell (PID
-/// `stage_shell`; 0 if unknown or none, sparing PID 1 only) with its ancestors. Best effort.
-async fn signal_all(docker: &Docker, container: &str, stage_shell: u32, signal: &str) {
+/// `stage_shell`; 0 if unknown or none, sparing PID 1 only) with its ancestors, and with
+/// `spare_script_shell` except the stage shell's children too. Best effort.
+async fn signal_all(
+    docker: &Docker,
+    container: &str,
+    stage_shell: u32,
+    signal: &str,
+    spare_script_shell: bool,
+) {
     let shell = stage_shell.to_string();
+    let spare = if spare_script_shell { "children" } else { "" };
     let options = CreateExecOptions {
         cmd: Some(vec![
             "sh",
@@ -107,6 +134,7 @@ async fn signal_all(docker: &Docker, container: &str, stage_shell: u32, signal: 
             "sh",
             shell.as_str(),
             signal,
+            spare,
         ]),
         user: Some("0"),
         ..Default::default()

@@ -24,7 +24,7 @@ use bollard::Docker;
 use bollard::container::LogOutput;
 use bollard::models::ContainerCreateBody;
 use bollard::query_parameters::AttachContainerOptions;
-use futures_util::{FutureExt, StreamExt};
+use futures_util::StreamExt;
 use tokio::io::AsyncWriteExt;
 use tokio_util::sync::CancellationToken;
 
@@ -99,7 +99,8 @@ fn stage_program(nonce: &str, script: &[u8]) -> Vec<u8> {
     let mut program = Vec::with_capacity(script.len() + 6 * nonce.len() + 512);
     program.extend_from_slice(
         format!(
-            "if [ -p {out} ] && command exec 3>{out} 4>{err}; then m=' F'; else exec 3>&1 4>&2; m=; fi\n\
+            "if [ -p {out} ] && command exec 3>{out} 4>{err}; then m=' F'; printf '%s S %s\\n' {nonce} \"$$\" >&3; \
+             else exec 3>&1 4>&2; m=; fi\n\
              printf '%s S %s%s\\n' {nonce} \"$$\" \"$m\"; printf '%s S%s\\n' {nonce} \"$m\" >&2\n\
              sh -c '{SHELL_DETECTION}' <<'{nonce}' >&3 2>&4 3>&- 4>&-\n"
         )
@@ -118,27 +119,18 @@ fn stage_program(nonce: &str, script: &[u8]) -> Vec<u8> {
     program
 }
 
-/// Feeds one frame of the attach to the stage's streams, and notes the stage shell's PID once
-/// its start line is in (not on every frame after).
+/// Feeds one frame of the attach to the stage's streams.
 fn on_frame(
     frame: Result<LogOutput, bollard::errors::Error>,
     streams: &mut Streams,
     to_out: &mut impl FnMut(&[u8]) -> std::io::Result<()>,
     to_err: &mut impl FnMut(&[u8]) -> std::io::Result<()>,
-    stage_shell: &AtomicU32,
 ) -> Result<(), ShellError> {
     match frame.map_err(|e| ShellError::Docker("read output of", e))? {
-        LogOutput::StdOut { message } | LogOutput::Console { message } => {
-            streams
-                .stdout
-                .feed(&message, to_out)
-                .map_err(ShellError::Output)?;
-            if stage_shell.load(Ordering::Relaxed) == 0
-                && let Some(pid) = streams.stage_shell()
-            {
-                stage_shell.store(pid, Ordering::Relaxed);
-            }
-        }
+        LogOutput::StdOut { message } | LogOutput::Console { message } => streams
+            .stdout
+            .feed(&message, to_out)
+            .map_err(ShellError::Output)?,
         LogOutput::StdErr { message } => streams
             .stderr
             .feed(&message, to_err)
@@ -156,7 +148,9 @@ fn nonce() -> String {
 }
 
 /// A stage's output as it may arrive: on the attach's stdout and stderr, which always carry
-/// the start lines, and on the FIFOs when the start lines say ` F` (direct output).
+/// the start lines, and on the FIFOs when the start lines say ` F` (direct output). The
+/// stdout FIFO has a start line of its own too, with the stage shell's PID: the engine may
+/// deliver the attach's later than the FIFO delivers the stage's first output.
 struct Streams {
     stdout: Scanner,
     stderr: Scanner,
@@ -169,7 +163,7 @@ impl Streams {
         Streams {
             stdout: Scanner::new(nonce),
             stderr: Scanner::new(nonce),
-            fifo_out: Scanner::started(nonce),
+            fifo_out: Scanner::new(nonce),
             fifo_err: Scanner::started(nonce),
         }
     }
@@ -183,7 +177,11 @@ impl Streams {
 
     /// The stage shell's PID, from the start line.
     fn stage_shell(&self) -> Option<u32> {
-        self.stdout.start_extra()?.split(' ').next()?.parse().ok()
+        let line = self
+            .stdout
+            .start_extra()
+            .or_else(|| self.fifo_out.start_extra())?;
+        line.split(' ').next()?.parse().ok()
     }
 
     /// The script's exit status (0 to 255), from the end line on stdout; none if that line
@@ -272,9 +270,8 @@ pub(crate) async fn run_script(
                 notice = None;
             }
             // Biased, the FIFOs first: while a job writes fast, a wake-up reads them without
-            // polling the attach too, which carries only the markers then. Until the start
-            // line is in, the attach is looked at after every FIFO read as well: a FIFO that
-            // never runs dry must not hide the stage shell's PID, which a cancel needs.
+            // polling the attach too, which carries only the markers then (the stage shell's
+            // PID, which a cancel needs, comes on the stdout FIFO as well).
             tokio::select! {
                 biased;
                 read = fifo::read(from_out.as_deref_mut()), if !streams.fifo_out.done() => {
@@ -289,8 +286,7 @@ pub(crate) async fn run_script(
                     let Some(frame) = frame else {
                         return Err(ShellError::Ended);
                     };
-                    on_frame(frame, &mut streams, &mut to_out, &mut to_err, &stage_shell)?;
-                    continue;
+                    on_frame(frame, &mut streams, &mut to_out, &mut to_err)?;
                 }
                 () = async {
                     match notice.as_mut() {
@@ -309,14 +305,10 @@ pub(crate) async fn run_script(
                     continue;
                 }
             }
-            if stage_shell.load(Ordering::Relaxed) == 0 {
-                match output.next().now_or_never() {
-                    Some(Some(frame)) => {
-                        on_frame(frame, &mut streams, &mut to_out, &mut to_err, &stage_shell)?;
-                    }
-                    Some(None) => return Err(ShellError::Ended),
-                    None => {}
-                }
+            if stage_shell.load(Ordering::Relaxed) == 0
+                && let Some(pid) = streams.stage_shell()
+            {
+                stage_shell.store(pid, Ordering::Relaxed);
             }
         }
         if !streams.stdout.diverted()
