@@ -58,7 +58,7 @@ fn a_ready_host_passes_every_check() {
 fn an_unreachable_engine_fails_and_skips_what_needs_it() {
     let home = tempfile::tempdir().unwrap();
     let job = healthy(home.path())
-        .config("[docker]\nhost = \"unix:///nonexistent/docker.sock\"")
+        .config("[docker]\nhost = \"unix:///nonexistent/docker.sock\"\nengine_restart_wait = 1")
         .build();
     let out = job.driver(&["doctor"]);
     out.assert_code(SYSTEM_FAILURE);

@@ -27,7 +27,9 @@ fn an_unreachable_engine_is_a_system_failure_in_every_stage() {
         format!("unix://{}", socket.display()),
     ] {
         let job = Job::builder(BUSYBOX)
-            .config(&format!("[docker]\nhost = {host:?}"))
+            .config(&format!(
+                "[docker]\nhost = {host:?}\nengine_restart_wait = 1"
+            ))
             .build();
         let start = Instant::now();
         for out in [job.prepare(), job.run("build_script", "echo hi")] {
@@ -39,7 +41,16 @@ fn an_unreachable_engine_is_a_system_failure_in_every_stage() {
                 out.stderr
             );
         }
-        job.cleanup().assert_ok();
+        // Cleanup waits `engine_restart_wait` for an engine that might be restarting, then
+        // says what it leaves.
+        let cleanup = job.cleanup();
+        cleanup.assert_ok();
+        assert!(
+            cleanup.stderr.contains("waited 1 s for it to come back")
+                && cleanup.stderr.contains("left for `ecr-executor gc`"),
+            "{}",
+            cleanup.stderr
+        );
         assert!(start.elapsed() < Duration::from_secs(10));
     }
 }
