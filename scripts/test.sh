@@ -18,6 +18,9 @@ scripts/check.sh
 source scripts/setup-test-machine.sh
 
 printf '==> cargo test\n' >&2
+# The integration tests mostly wait on the engine: four at a time on two cores takes the
+# suite from about 90 to about 70 s here (more threads gain nothing).
+export RUST_TEST_THREADS=${RUST_TEST_THREADS:-4}
 cargo test --locked "$@"
 
 if [ $# -eq 0 ]; then
