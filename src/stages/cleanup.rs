@@ -30,24 +30,33 @@ pub(crate) async fn run(ctx: &Context, cancel: &CancellationToken) -> Result<()>
     let patience = Duration::from_secs(ctx.config.docker.engine_restart_wait);
     let deadline = Instant::now() + patience;
     let mut waited = Duration::ZERO;
-    // A failed round is done again while the engine keeps going down (within the deadline),
-    // and once more after it answers again: removal is idempotent.
+    // The first round asks nothing first. A failed round is done again while the engine
+    // keeps going down (waiting for it, within the deadline), and once more after it
+    // answers again: removal is idempotent.
     let mut retried_while_up = false;
+    let mut up = match client::connect(&ctx.config, &ctx.env) {
+        Ok(docker) => Some(docker),
+        Err(e) if e.engine_down() => None,
+        Err(e) => return Err(e),
+    };
     let failures = loop {
-        let docker = match client::connect_when_up(&ctx.config, &ctx.env, deadline, cancel).await {
-            Ok((docker, w)) => {
-                waited += w;
-                docker
-            }
-            Err(e) if e.engine_down() => {
-                output::warn(format!(
-                    "{e}; waited {} s for it to come back, so the job's containers, network \
-                     and volume are left for `ecr-executor gc`",
-                    patience.as_secs()
-                ));
-                break Vec::new();
-            }
-            Err(e) => return Err(e),
+        let docker = match up.take() {
+            Some(docker) => docker,
+            None => match client::connect_when_up(&ctx.config, &ctx.env, deadline, cancel).await {
+                Ok((docker, w)) => {
+                    waited += w;
+                    docker
+                }
+                Err(e) if e.engine_down() => {
+                    output::warn(format!(
+                        "{e}; waited {} s for it to come back, so the job's containers, \
+                         network and volume are left for `ecr-executor gc`",
+                        patience.as_secs()
+                    ));
+                    break Vec::new();
+                }
+                Err(e) => return Err(e),
+            },
         };
         let failures = docker::resources::remove_job(&docker, &names).await;
         if failures.is_empty() || Instant::now() >= deadline || cancel.is_cancelled() {
@@ -58,6 +67,7 @@ pub(crate) async fn run(ctx: &Context, cancel: &CancellationToken) -> Result<()>
                 break failures;
             }
             retried_while_up = true;
+            up = Some(docker);
         }
     };
     if !waited.is_zero() {
