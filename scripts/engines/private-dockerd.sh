@@ -31,6 +31,7 @@
 #                        loopback.
 #   ECR_D2_LOG           daemon log, appended (default $ECR_D2_RUN/dockerd.log)
 set -eu
+. "$(dirname "$0")/lib.sh"
 NAME=${ECR_D2_NAME:-ecrd2}
 RUN=${ECR_D2_RUN:-/run/ecr-$NAME}
 DATA=${ECR_D2_DATA:-/var/lib/ecr-$NAME}
@@ -53,16 +54,6 @@ ours() {
     pid=$(cat "$PIDFILE")
     [ -n "$pid" ] && ps -o args= -p "$pid" 2>/dev/null | grep -q -- "--exec-root $RUN/exec"
 }
-wait_gone() { # pid timeout_tenths
-    i=0
-    # a zombie counts as gone (PID 1 here may reap late)
-    while kill -0 "$1" 2>/dev/null && [ "$(ps -o stat= -p "$1" | cut -c1)" != Z ]; do
-        i=$((i + 1))
-        [ $i -gt "$2" ] && return 1
-        sleep 0.1
-    done
-}
-
 stop_daemon() {
     ours || return 0
     kill -TERM "$pid"
@@ -91,7 +82,7 @@ start)
                 rm -f "$cpid"
             fi
         fi
-        command -v curl >/dev/null || DEBIAN_FRONTEND=noninteractive apt-get install -y -qq curl >/dev/null
+        ensure_packages curl iproute2
         [ -e "$NETNS" ] || ip netns add "$NAME"
         ip -n "$NAME" link set lo up
         mkdir -p "$RUN/exec" "$DATA"
@@ -117,17 +108,9 @@ start)
         # namespace, and dockerd then finds no cgroups. setsid: own session.
         # shellcheck disable=SC2086
         setsid nsenter --net="$NETNS" dockerd $args >>"$LOG" 2>&1 </dev/null &
-        i=0
-        until up; do
-            i=$((i + 1))
-            if [ $i -gt 600 ]; then # 60 s: a restart without live-restore stops
-                # the old containers first (10 s each stop timeout)
-                echo "private dockerd did not come up; see $LOG" >&2
-                tail -20 "$LOG" >&2
-                exit 1
-            fi
-            sleep 0.1
-        done
+        # 60 s: a restart without live-restore stops the old containers first
+        # (10 s stop timeout each)
+        wait_up 600 "private dockerd" "$LOG" up
     fi
     # copy (again) when missing or different from the main engine's: the
     # test images get rebuilt, and docker save/load keeps the image ID

@@ -16,6 +16,7 @@
 #                         (default: the two test images; "" for none)
 set -eu
 here=$(cd "$(dirname "$0")" && pwd)
+. "$here/lib.sh"
 U=${ECR_ROOTLESS_USER:-ecr-rootless}
 [ "${1:-}" = start ] && "$here/setup-rootless-user.sh"
 if ! getent passwd "$U" >/dev/null; then # stop/status without the user: nothing runs
@@ -47,21 +48,10 @@ start)
         [ -n "$DRIVER" ] && args="$args --storage-driver $DRIVER"
         # setsid: own session, so the caller's signals do not reach it.
         # rootlesskit: --net=slirp4netns --copy-up=/etc --copy-up=/run (set by the script)
-        runuser -u "$U" -- env -i HOME="$home" USER="$U" LOGNAME="$U" \
-            PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
-            XDG_RUNTIME_DIR="$R" \
-            setsid sh -c 'echo $$ > "$0"; exec /usr/share/docker.io/contrib/dockerd-rootless.sh "$@"' \
+        # shellcheck disable=SC2086
+        as_user setsid sh -c 'echo $$ > "$0"; exec /usr/share/docker.io/contrib/dockerd-rootless.sh "$@"' \
             "$PIDFILE" $args >"$LOG" 2>&1 </dev/null &
-        i=0
-        until up; do
-            i=$((i + 1))
-            if [ $i -gt 300 ]; then   # 30 s
-                echo "rootless dockerd did not come up; see $LOG" >&2
-                tail -20 "$LOG" >&2
-                exit 1
-            fi
-            sleep 0.1
-        done
+        wait_up 300 "rootless dockerd" "$LOG" up
     fi
     # copy (again) when missing or different from the main engine's: the
     # test images get rebuilt, and docker save/load keeps the image ID
@@ -80,12 +70,7 @@ stop)
     if [ "$(ps -o uid= -p "$pid" 2>/dev/null | tr -d " ")" = "$uid" ] &&
         ps -o args= -p "$pid" | grep -q '^rootlesskit'; then
         kill -TERM "$pid" 2>/dev/null || true
-        i=0
-        while kill -0 "$pid" 2>/dev/null; do
-            i=$((i + 1))
-            [ $i -gt 300 ] && { kill -KILL "$pid" 2>/dev/null || true; break; }
-            sleep 0.1
-        done
+        wait_gone "$pid" 300 || kill -KILL "$pid" 2>/dev/null || true
     fi
     rm -f "$PIDFILE"
     ;;

@@ -21,6 +21,7 @@
 # own limits), unlike the rootful service.
 set -eu
 here=$(cd "$(dirname "$0")" && pwd)
+. "$here/lib.sh"
 U=${ECR_ROOTLESS_USER:-ecr-rootless}
 [ "${1:-}" = start ] && "$here/setup-rootless-user.sh"
 if ! getent passwd "$U" >/dev/null; then # stop/status without the user: nothing runs
@@ -28,16 +29,7 @@ if ! getent passwd "$U" >/dev/null; then # stop/status without the user: nothing
     exit 0
 fi
 
-need=""
-[ "${1:-}" = start ] && for p in podman netavark aardvark-dns; do
-    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || need="$need $p"
-done
-if [ -n "$need" ]; then
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $need >/dev/null 2>&1 || {
-        apt-get update -qq >/dev/null 2>&1
-        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $need >/dev/null
-    }
-fi
+[ "${1:-}" = start ] && ensure_packages podman netavark aardvark-dns curl
 
 uid=$(id -u "$U")
 home=$(getent passwd "$U" | cut -d: -f6)
@@ -64,7 +56,6 @@ write_conf() { # file content: write only when different
 case "${1:-}" in
 start)
     if ! up; then # (already running: only refresh the images)
-        command -v curl >/dev/null || DEBIAN_FRONTEND=noninteractive apt-get install -y -qq curl >/dev/null
         write_conf "$home/.config/containers/containers.conf" '[network]
     network_backend = "netavark"'
         write_conf "$home/.config/containers/storage.conf" '[storage]
@@ -73,21 +64,9 @@ start)
         # that the service then runs as a single process.
         as_user podman info >/dev/null 2>&1 || true
         rm -f "$SOCK"
-        runuser -u "$U" -- env -i HOME="$home" USER="$U" LOGNAME="$U" \
-            PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
-            XDG_RUNTIME_DIR="$R" \
-            setsid sh -c 'echo $$ > "$0"; exec podman system service --time=0 "unix://$1"' \
+        as_user setsid sh -c 'echo $$ > "$0"; exec podman system service --time=0 "unix://$1"' \
             "$PIDFILE" "$SOCK" >"$LOG" 2>&1 </dev/null &
-        i=0
-        until up; do
-            i=$((i + 1))
-            if [ $i -gt 300 ]; then
-                echo "rootless podman service did not come up; see $LOG" >&2
-                tail -20 "$LOG" >&2
-                exit 1
-            fi
-            sleep 0.1
-        done
+        wait_up 300 "rootless podman service" "$LOG" up
     fi
     # copy (again) when missing or different from the main engine's (the
     # test images get rebuilt; podman shows the same ID without "sha256:")
@@ -110,12 +89,7 @@ stop)
         pids="$(ps -o pid= --ppid "$pid" -o args= | awk '$2=="podman"&&$3=="system"&&$4=="service"{print $1}') $pid"
         for p in $pids; do kill -TERM "$p" 2>/dev/null || true; done
         for p in $pids; do
-            i=0
-            while kill -0 "$p" 2>/dev/null && [ "$(ps -o stat= -p "$p" | cut -c1)" != Z ]; do
-                i=$((i + 1))
-                [ $i -gt 300 ] && { kill -KILL "$p" 2>/dev/null || true; break; }
-                sleep 0.1
-            done
+            wait_gone "$p" 300 || kill -KILL "$p" 2>/dev/null || true
         done
     fi
     rm -f "$PIDFILE"

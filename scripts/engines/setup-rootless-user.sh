@@ -3,20 +3,12 @@
 # Idempotent, quiet on success. Run as root.
 #   ECR_ROOTLESS_USER  (default ecr-rootless)
 set -eu
+. "$(dirname "$0")/lib.sh"
 U=${ECR_ROOTLESS_USER:-ecr-rootless}
 
 # Packages: rootlesskit + slirp4netns + uidmap (newuidmap/newgidmap setuid).
 # fuse-overlayfs is optional (rootless docker falls back / can be told vfs).
-need=""
-for p in rootlesskit slirp4netns uidmap fuse-overlayfs; do
-    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || need="$need $p"
-done
-if [ -n "$need" ]; then
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $need >/dev/null 2>&1 || {
-        apt-get update -qq >/dev/null 2>&1
-        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $need >/dev/null
-    }
-fi
+ensure_packages rootlesskit slirp4netns uidmap fuse-overlayfs
 
 getent passwd "$U" >/dev/null || useradd --create-home --shell /bin/sh "$U"
 uid=$(id -u "$U")

@@ -148,6 +148,18 @@ mod tests {
         config
     }
 
+    /// [`connect_when_up`] on `socket` until `deadline`, not cancelled.
+    async fn wait_for(socket: &Path, deadline: Instant) -> Result<(Docker, Duration)> {
+        let config = config_for(socket);
+        connect_when_up(
+            &config,
+            &Env::default(),
+            deadline,
+            &CancellationToken::new(),
+        )
+        .await
+    }
+
     /// Answers `_ping` on `socket`, as an engine that has just come back.
     async fn serve_pings(socket: std::path::PathBuf) {
         let listener = tokio::net::UnixListener::bind(socket).unwrap();
@@ -164,49 +176,27 @@ mod tests {
     async fn an_engine_that_comes_back_is_waited_for() {
         let dir = tempfile::tempdir().unwrap();
         let socket = dir.path().join("docker.sock");
-        let config = config_for(&socket);
         let late = socket.clone();
         tokio::spawn(async move {
             tokio::time::sleep(Duration::from_millis(600)).await;
             serve_pings(late).await;
         });
         let deadline = Instant::now() + Duration::from_secs(10);
-        let (_, waited) = connect_when_up(
-            &config,
-            &Env::default(),
-            deadline,
-            &CancellationToken::new(),
-        )
-        .await
-        .unwrap();
+        let (_, waited) = wait_for(&socket, deadline).await.unwrap();
         assert!(waited >= Duration::from_millis(500), "{waited:?}");
 
         // Up at once: no wait to report.
-        let (_, waited) = connect_when_up(
-            &config,
-            &Env::default(),
-            deadline,
-            &CancellationToken::new(),
-        )
-        .await
-        .unwrap();
+        let (_, waited) = wait_for(&socket, deadline).await.unwrap();
         assert_eq!(waited, Duration::ZERO);
     }
 
     #[tokio::test]
     async fn the_wait_ends_at_the_deadline_or_on_cancel() {
         let dir = tempfile::tempdir().unwrap();
-        let config = config_for(&dir.path().join("docker.sock"));
+        let socket = dir.path().join("docker.sock");
         let start = Instant::now();
         let deadline = start + Duration::from_millis(700);
-        let err = connect_when_up(
-            &config,
-            &Env::default(),
-            deadline,
-            &CancellationToken::new(),
-        )
-        .await
-        .unwrap_err();
+        let err = wait_for(&socket, deadline).await.unwrap_err();
         assert!(err.engine_down(), "{err}");
         assert!(start.elapsed() >= Duration::from_millis(700));
 
@@ -214,7 +204,7 @@ mod tests {
         cancel.cancel();
         let start = Instant::now();
         let deadline = start + Duration::from_secs(30);
-        let err = connect_when_up(&config, &Env::default(), deadline, &cancel)
+        let err = connect_when_up(&config_for(&socket), &Env::default(), deadline, &cancel)
             .await
             .unwrap_err();
         assert!(err.engine_down(), "{err}");
@@ -227,14 +217,7 @@ mod tests {
         let socket = dir.path().join("docker.sock");
         drop(std::os::unix::net::UnixListener::bind(&socket).unwrap());
         let deadline = Instant::now();
-        let err = connect_when_up(
-            &config_for(&socket),
-            &Env::default(),
-            deadline,
-            &CancellationToken::new(),
-        )
-        .await
-        .unwrap_err();
+        let err = wait_for(&socket, deadline).await.unwrap_err();
         assert!(err.engine_down(), "{err}");
     }
 }

@@ -2,6 +2,7 @@
 
 use std::process::Command;
 
+use crate::fake_aws::{Backend, tls_front};
 use crate::harness::*;
 
 /// A TLS front for the local Docker socket with client-certificate verification, as a
@@ -67,39 +68,7 @@ openssl x509 -req -in client.csr -CA ca.pem -CAkey ca-key.pem -CAcreateserial -o
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
         listener.set_nonblocking(true).unwrap();
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            rt.block_on(async move {
-                let listener = tokio::net::TcpListener::from_std(listener).unwrap();
-                let serve = async {
-                    loop {
-                        let Ok((tcp, _)) = listener.accept().await else {
-                            continue;
-                        };
-                        let acceptor = acceptor.clone();
-                        tokio::spawn(async move {
-                            let Ok(mut tls) = acceptor.accept(tcp).await else {
-                                return;
-                            };
-                            let Ok(mut unix) =
-                                tokio::net::UnixStream::connect("/var/run/docker.sock").await
-                            else {
-                                return;
-                            };
-                            let _ = tokio::io::copy_bidirectional(&mut tls, &mut unix).await;
-                        });
-                    }
-                };
-                tokio::select! {
-                    () = serve => {}
-                    _ = stopped => {}
-                }
-            });
-        });
+        let stop = tls_front(listener, acceptor, Backend::Unix("/var/run/docker.sock"));
         TlsEngine {
             port,
             certs,

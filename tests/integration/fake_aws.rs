@@ -328,38 +328,7 @@ openssl x509 -req -in server.csr -CA ca.pem -CAkey ca-key.pem -CAcreateserial -o
         let listener = TcpListener::bind("127.0.0.1:443").expect("port 443 (root, one test)");
         listener.set_nonblocking(true).unwrap();
         let backend = fake.url.trim_start_matches("http://").to_owned();
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            rt.block_on(async move {
-                let listener = tokio::net::TcpListener::from_std(listener).unwrap();
-                let serve = async {
-                    loop {
-                        let Ok((tcp, _)) = listener.accept().await else {
-                            continue;
-                        };
-                        let (acceptor, backend) = (acceptor.clone(), backend.clone());
-                        tokio::spawn(async move {
-                            let Ok(mut tls) = acceptor.accept(tcp).await else {
-                                return;
-                            };
-                            let Ok(mut plain) = tokio::net::TcpStream::connect(backend).await
-                            else {
-                                return;
-                            };
-                            let _ = tokio::io::copy_bidirectional(&mut tls, &mut plain).await;
-                        });
-                    }
-                };
-                tokio::select! {
-                    () = serve => {}
-                    _ = stopped => {}
-                }
-            });
-        });
+        let stop = tls_front(listener, acceptor, Backend::Tcp(backend));
         AwsNames {
             certs,
             stop: Some(stop),
@@ -378,4 +347,65 @@ impl Drop for AwsNames {
             let _ = stop.send(());
         }
     }
+}
+
+/// Where a [`tls_front`] forwards its connections.
+pub enum Backend {
+    Tcp(String),
+    Unix(&'static str),
+}
+
+/// Serves TLS on `listener` (non-blocking) with `acceptor` on a thread of its own, and
+/// forwards each connection in plain to `backend`, until the returned sender is used or
+/// dropped.
+pub fn tls_front(
+    listener: TcpListener,
+    acceptor: tokio_rustls::TlsAcceptor,
+    backend: Backend,
+) -> tokio::sync::oneshot::Sender<()> {
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let backend = Arc::new(backend);
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+            let serve = async {
+                loop {
+                    let Ok((tcp, _)) = listener.accept().await else {
+                        continue;
+                    };
+                    let (acceptor, backend) = (acceptor.clone(), backend.clone());
+                    tokio::spawn(async move {
+                        let Ok(mut tls) = acceptor.accept(tcp).await else {
+                            return;
+                        };
+                        let _ = match &*backend {
+                            Backend::Tcp(address) => {
+                                let Ok(mut plain) = tokio::net::TcpStream::connect(address).await
+                                else {
+                                    return;
+                                };
+                                tokio::io::copy_bidirectional(&mut tls, &mut plain).await
+                            }
+                            Backend::Unix(path) => {
+                                let Ok(mut plain) = tokio::net::UnixStream::connect(path).await
+                                else {
+                                    return;
+                                };
+                                tokio::io::copy_bidirectional(&mut tls, &mut plain).await
+                            }
+                        };
+                    });
+                }
+            };
+            tokio::select! {
+                () = serve => {}
+                _ = stopped => {}
+            }
+        });
+    });
+    stop
 }
