@@ -6,7 +6,13 @@ scripts/ensure-docker.sh
 scripts/build-test-images.sh
 scripts/build-debian-image.sh
 
-eval "$(scripts/start-test-world.sh)"
+# Its exports go through a file, not `$(...)`: a daemon that kept the script's stdout would
+# make a command substitution wait for ever.
+world_env=$(mktemp)
+scripts/start-test-world.sh >"$world_env"
+# shellcheck disable=SC1090
+source "$world_env"
+rm -f "$world_env"
 stop_world() {
   # moto_server may run under a wrapper: stop children too.
   for pid in $ECR_EXECUTOR_TEST_PIDS; do pkill -P "$pid" 2>/dev/null || true; kill "$pid" 2>/dev/null || true; done

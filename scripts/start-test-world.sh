@@ -98,9 +98,9 @@ start_registry $JOB_ACCOUNT
 job_port=$REGISTRY_PORT
 # Podman: its service speaks the Docker API; this sandbox cannot set the rlimits Podman
 # applies by default, so they are switched off.
-# CNI as before netavark was installed for the rootless engines (a fresh store would pick
-# netavark otherwise).
-printf '[containers]\ndefault_ulimits = []\n[network]\nnetwork_backend = "cni"\n' >"$run/containers.conf"
+# Networks go through netavark (installed by install-test-deps.sh); Debian's CNI plugins come
+# only as a recommendation, which the test dependencies do not install.
+printf '[containers]\ndefault_ulimits = []\n[network]\nnetwork_backend = "netavark"\n' >"$run/containers.conf"
 CONTAINERS_CONF="$run/containers.conf" podman system service --time=0 "unix://$run/podman.sock" >"$run/podman.log" 2>&1 &
 pids+=($!)
 docker save ecr-executor-test/busybox:latest ecr-executor-test/helper:latest \

@@ -14,6 +14,15 @@ ensure_packages() {
     }
 }
 
+# detach LOG: in a background subshell that starts a daemon, points stdin at /dev/null and
+# stdout and stderr at LOG for good. Not `func args >LOG &`: while a shell function runs
+# with redirections, dash keeps the caller's stdout open in a saved descriptor, and that
+# subshell lives as long as the daemon, so a caller reading our stdout (`$(...)`) never
+# sees its end.
+detach() {
+    exec </dev/null >"$1" 2>&1
+}
+
 # wait_up TENTHS WHAT LOG CMD...: runs CMD every 0.1 s until it succeeds; after TENTHS
 # tries, says WHAT did not come up with the end of LOG, and exits 1.
 wait_up() {

@@ -48,9 +48,13 @@ start)
         [ -n "$DRIVER" ] && args="$args --storage-driver $DRIVER"
         # setsid: own session, so the caller's signals do not reach it.
         # rootlesskit: --net=slirp4netns --copy-up=/etc --copy-up=/run (set by the script)
+        # The background subshell redirects with `exec` (see detach in lib.sh).
         # shellcheck disable=SC2086
-        as_user setsid sh -c 'echo $$ > "$0"; exec /usr/share/docker.io/contrib/dockerd-rootless.sh "$@"' \
-            "$PIDFILE" $args >"$LOG" 2>&1 </dev/null &
+        (
+            detach "$LOG"
+            as_user setsid sh -c 'echo $$ > "$0"; exec /usr/share/docker.io/contrib/dockerd-rootless.sh "$@"' \
+                "$PIDFILE" $args
+        ) &
         wait_up 300 "rootless dockerd" "$LOG" up
     fi
     # copy (again) when missing or different from the main engine's: the

@@ -64,8 +64,11 @@ start)
         # that the service then runs as a single process.
         as_user podman info >/dev/null 2>&1 || true
         rm -f "$SOCK"
-        as_user setsid sh -c 'echo $$ > "$0"; exec podman system service --time=0 "unix://$1"' \
-            "$PIDFILE" "$SOCK" >"$LOG" 2>&1 </dev/null &
+        (
+            detach "$LOG"
+            as_user setsid sh -c 'echo $$ > "$0"; exec podman system service --time=0 "unix://$1"' \
+                "$PIDFILE" "$SOCK"
+        ) &
         wait_up 300 "rootless podman service" "$LOG" up
     fi
     # copy (again) when missing or different from the main engine's (the
