@@ -88,7 +88,7 @@ impl ShellError {
 }
 
 /// Stops the processes of a cancelled stage (see [`signal_all`]): SIGTERM to all but the
-/// script's own shell, then to it too if the stage's output (`run`) has not ended within
+/// script's own shell (when the stage shell is known), then to it too if the stage's output (`run`) has not ended within
 /// [`SCRIPT_SHELL_GRACE`], then SIGKILL if it has not ended within [`TERM_GRACE`].
 ///
 /// The script's shell goes last because the runner's scripts run the job's commands in a
@@ -100,12 +100,16 @@ pub(crate) async fn stop_processes<F: Future>(
     stage_shell: u32,
     mut run: std::pin::Pin<&mut F>,
 ) {
-    signal_all(docker, container, stage_shell, "TERM", true).await;
-    if tokio::time::timeout(SCRIPT_SHELL_GRACE, &mut run)
-        .await
-        .is_ok()
-    {
-        return;
+    // With the stage shell unknown (0) the first round would spare nothing more than the
+    // second: skip it.
+    if stage_shell != 0 {
+        signal_all(docker, container, stage_shell, "TERM", true).await;
+        if tokio::time::timeout(SCRIPT_SHELL_GRACE, &mut run)
+            .await
+            .is_ok()
+        {
+            return;
+        }
     }
     signal_all(docker, container, stage_shell, "TERM", false).await;
     if tokio::time::timeout(TERM_GRACE, &mut run).await.is_err() {
@@ -117,7 +121,7 @@ pub(crate) async fn stop_processes<F: Future>(
 /// Sends `signal` to every process of `container` except PID 1 and the stage shell (PID
 /// `stage_shell`; 0 if unknown or none, sparing PID 1 only) with its ancestors, and with
 /// `spare_script_shell` except the stage shell's children too. Best effort.
-async fn signal_all(
+pub(crate) async fn signal_all(
     docker: &Docker,
     container: &str,
     stage_shell: u32,

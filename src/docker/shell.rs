@@ -30,7 +30,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::fifo::{self, Fifos};
 use super::markers::Scanner;
-use super::script::{Outcome, SHELL_DETECTION, ShellError, TERM_GRACE, stop_processes};
+use super::script::{Outcome, SHELL_DETECTION, ShellError, TERM_GRACE, signal_all, stop_processes};
 use super::{direct, exec, state};
 use crate::output::RawStream;
 
@@ -75,6 +75,7 @@ impl Access {
         lifetime_secs: u64,
         direct_output: bool,
     ) -> String {
+        body.stop_timeout = Some(Access::STOP_TIMEOUT_SECS);
         match self {
             Access::Attach => {
                 body.open_stdin = Some(true);
@@ -89,6 +90,12 @@ impl Access {
             Access::Exec => format!("{prelude}exec sleep {lifetime_secs}"),
         }
     }
+
+    /// How long the engine waits after SIGTERM when it stops a build or helper container
+    /// (an engine restart without live-restore, or shutdown): none. PID 1 there (the shell
+    /// above, or `sleep`) ignores SIGTERM, so Docker's default 10 s would only delay the
+    /// engine; the job's own processes get their signals from a cancel (see `script`).
+    pub(crate) const STOP_TIMEOUT_SECS: i64 = 0;
 }
 
 /// What the stage shell is given for one stage. The script's stdout and stderr go to the
@@ -338,7 +345,13 @@ pub(crate) async fn run_script(
                 _ = &mut run => return Ok(Outcome::Cancelled),
                 _ = tokio::time::timeout(TERM_GRACE, started) => {}
             }
-            stop_processes(docker, container, stage_shell.load(Ordering::Relaxed), run).await;
+            match stage_shell.load(Ordering::Relaxed) {
+                // Never started: no process of this stage exists, so there is no output to
+                // wait for. Whatever runs in its place (an earlier stage's leftovers) gets
+                // SIGTERM, and cleanup removes the container.
+                0 => signal_all(docker, container, 0, "TERM", false).await,
+                pid => stop_processes(docker, container, pid, run).await,
+            }
             Ok(Outcome::Cancelled)
         }
     }

@@ -117,7 +117,7 @@ fn a_remote_engines_services_are_waited_for_from_inside_the_job_network() {
     let engine = TlsEngine::start();
     let late = serde_json::json!([{
         "name": BUSYBOX, "alias": "late", "entrypoint": ["sh", "-c"],
-        "command": ["sleep 3; while true; do nc -l -p 7777 </dev/null; done"],
+        "command": ["sleep 2; while true; do nc -l -p 7777 </dev/null; done"],
         "variables": [{"key": "HEALTHCHECK_TCP_PORT", "value": "7777"}]
     }]);
     let config = |timeout: u64| {
@@ -134,7 +134,7 @@ fn a_remote_engines_services_are_waited_for_from_inside_the_job_network() {
     let prepare = job.prepare();
     prepare.assert_ok();
     assert!(
-        start.elapsed() >= std::time::Duration::from_secs(3),
+        start.elapsed() >= std::time::Duration::from_secs(2),
         "did not wait"
     );
     assert!(!prepare.stderr.contains("WARNING"), "{}", prepare.stderr);

@@ -363,24 +363,26 @@ devices = ["/dev/null:/dev/mynull"]"#,
     job.prepare_ok();
     let build = inspect(
         &job.build_container(),
-        "{{.HostConfig.MemoryReservation}} {{.HostConfig.CpuShares}} {{.HostConfig.CpusetCpus}} {{.HostConfig.OomScoreAdj}} {{.HostConfig.Ulimits}} {{.HostConfig.Sysctls}} {{.HostConfig.GroupAdd}} {{.HostConfig.IpcMode}} {{index .Config.Labels \"team\"}}",
+        "{{.HostConfig.MemoryReservation}} {{.HostConfig.CpuShares}} {{.HostConfig.CpusetCpus}} {{.HostConfig.OomScoreAdj}} {{.HostConfig.Ulimits}} {{.HostConfig.Sysctls}} {{.HostConfig.GroupAdd}} {{.HostConfig.IpcMode}} {{index .Config.Labels \"team\"}} {{.Config.StopTimeout}}",
     );
+    // StopTimeout 0: PID 1 of the build and helper containers ignores SIGTERM, so an engine
+    // restart or shutdown need not wait for it; a service keeps the engine's default.
     assert_eq!(
         build,
-        "33554432 512 0 200 [map[Hard:2000 Name:nofile Soft:1000]] map[net.ipv4.ip_unprivileged_port_start:80] [123] private platform"
+        "33554432 512 0 200 [map[Hard:2000 Name:nofile Soft:1000]] map[net.ipv4.ip_unprivileged_port_start:80] [123] private platform 0"
     );
     let helper = inspect(
         &format!("{}-helper", job.key()),
-        "{{index .Config.Labels \"team\"}}",
+        "{{index .Config.Labels \"team\"}} {{.Config.StopTimeout}}",
     );
-    assert_eq!(helper, "platform");
+    assert_eq!(helper, "platform 0");
     let service = inspect(
         &format!("{}-svc0", job.key()),
-        "{{.HostConfig.MemoryReservation}} {{.HostConfig.CpusetCpus}} {{.HostConfig.SecurityOpt}} {{range .HostConfig.Devices}}{{.PathInContainer}}{{end}} {{index .Config.Labels \"team\"}}",
+        "{{.HostConfig.MemoryReservation}} {{.HostConfig.CpusetCpus}} {{.HostConfig.SecurityOpt}} {{range .HostConfig.Devices}}{{.PathInContainer}}{{end}} {{index .Config.Labels \"team\"}} {{.Config.StopTimeout}}",
     );
     assert_eq!(
         service,
-        "16777216 0 [no-new-privileges] /dev/mynull platform"
+        "16777216 0 [no-new-privileges] /dev/mynull platform <nil>"
     );
 
     let out = job.run(
