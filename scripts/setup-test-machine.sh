@@ -9,7 +9,11 @@ scripts/build-debian-image.sh
 # Its exports go through a file, not `$(...)`: a daemon that kept the script's stdout would
 # make a command substitution wait for ever.
 world_env=$(mktemp)
-scripts/start-test-world.sh >"$world_env"
+# Bounded: it takes well under a minute; a hang should fail the run, not stall it.
+timeout 600 scripts/start-test-world.sh >"$world_env" || {
+  echo "ERROR: the test world did not start within 600 s (or failed): see the lines above" >&2
+  exit 1
+}
 # shellcheck disable=SC1090
 source "$world_env"
 rm -f "$world_env"

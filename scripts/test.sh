@@ -21,7 +21,9 @@ printf '==> cargo test\n' >&2
 # The integration tests mostly wait on the engine: four at a time on two cores takes the
 # suite from about 90 to about 70 s here (more threads gain nothing).
 export RUST_TEST_THREADS=${RUST_TEST_THREADS:-4}
-cargo test --locked "$@"
+# Bounded (a cold build and the suite take about 5 minutes): a test that hangs fails the run
+# with the tests' names so far, well inside CI's limit.
+timeout --kill-after=30 2400 cargo test --locked "$@"
 
 if [ $# -eq 0 ]; then
   printf '==> packages\n' >&2
