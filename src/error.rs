@@ -287,6 +287,14 @@ pub(crate) enum Error {
     NoAwsCredentials { registry: String },
 
     #[error(
+        "the runner's AWS credentials for ECR registry {registry} could not be loaded: \
+         {message}; fix the credential source named there for the runner's user (the instance \
+         profile and its metadata service, the profile in ~/.aws, the SSO session, the web \
+         identity token file), or use the job's identity (identity = \"job\" with an id_token)"
+    )]
+    AwsCredentialsFailed { registry: String, message: String },
+
+    #[error(
         "AWS did not answer {action} for ECR registry {registry} after retries: {message}; \
          check the runner's network, the region ({region}, from the registry's hostname or its \
          [[registry]] entry) and any AWS endpoint settings (AWS_ENDPOINT_URL)"
@@ -349,7 +357,9 @@ impl Error {
                     Failure::System
                 }
             }
-            Error::AwsUnavailable { .. } | Error::NoAwsCredentials { .. } => Failure::System,
+            Error::AwsUnavailable { .. }
+            | Error::NoAwsCredentials { .. }
+            | Error::AwsCredentialsFailed { .. } => Failure::System,
             Error::ConfigRead { .. }
             | Error::ConfigInvalid { .. }
             | Error::MissingVariable { .. }

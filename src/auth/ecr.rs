@@ -12,6 +12,7 @@ use std::time::Duration;
 use aws_config::retry::RetryConfig;
 use aws_config::timeout::TimeoutConfig;
 use aws_config::{BehaviorVersion, Region, SdkConfig};
+use aws_credential_types::provider::error::CredentialsError;
 use aws_sdk_ecr::config::Credentials;
 use aws_sdk_ecr::config::http::HttpResponse;
 use aws_sdk_ecr::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
@@ -318,6 +319,9 @@ fn is_transient<E: ProvideErrorMetadata, R>(err: &SdkError<E, R>) -> bool {
 enum Cause {
     /// The SDK's chain found no credentials at all.
     NoCredentials,
+    /// A credential source exists but failed (the metadata service refused, a broken profile,
+    /// an expired SSO session): the SDK's own account of it.
+    CredentialsFailed(String),
     /// AWS answered with a refusal (`code: message`).
     Refused(String),
     /// Retried and still failing: throttling, 5xx, the network; the phrase says which.
@@ -327,7 +331,7 @@ enum Cause {
 fn cause<E, R>(err: &SdkError<E, R>) -> Cause
 where
     E: ProvideErrorMetadata + std::error::Error + 'static,
-    R: std::fmt::Debug,
+    R: std::fmt::Debug + 'static,
 {
     if let SdkError::ServiceError(s) = err {
         let text = format!(
@@ -340,6 +344,17 @@ where
         } else {
             Cause::Refused(text)
         };
+    }
+    match credentials_error(err) {
+        Some(CredentialsError::CredentialsNotLoaded(_)) => return Cause::NoCredentials,
+        // Its own text is a generic "an error occurred while loading credentials": what
+        // went wrong is in its sources.
+        Some(failed) => {
+            let text = std::error::Error::source(failed)
+                .map_or_else(|| failed.to_string(), displayed_chain);
+            return Cause::CredentialsFailed(text.trim_end_matches('.').to_owned());
+        }
+        None => {}
     }
     // The debug chain is read here, never shown.
     let chain = DisplayErrorContext(err).to_string();
@@ -367,6 +382,32 @@ where
     Cause::Unavailable(phrase)
 }
 
+/// The credential provider's error behind a failed call, if that is why it failed.
+fn credentials_error<'e>(
+    err: &'e (dyn std::error::Error + 'static),
+) -> Option<&'e CredentialsError> {
+    let mut next = Some(err);
+    while let Some(e) = next {
+        if let Some(found) = e.downcast_ref::<CredentialsError>() {
+            return Some(found);
+        }
+        next = e.source();
+    }
+    None
+}
+
+/// An error and its sources as the SDK words them (their `Display`), joined by ": ".
+fn displayed_chain(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = err.to_string();
+    let mut next = err.source();
+    while let Some(e) = next {
+        text.push_str(": ");
+        text.push_str(&e.to_string());
+        next = e.source();
+    }
+    text
+}
+
 fn aws_error<E, R>(
     err: SdkError<E, R>,
     action: &'static str,
@@ -376,11 +417,12 @@ fn aws_error<E, R>(
 ) -> Error
 where
     E: ProvideErrorMetadata + std::error::Error + 'static,
-    R: std::fmt::Debug,
+    R: std::fmt::Debug + 'static,
 {
     let registry = target.host.clone();
     match cause(&err) {
         Cause::NoCredentials => Error::NoAwsCredentials { registry },
+        Cause::CredentialsFailed(message) => Error::AwsCredentialsFailed { registry, message },
         Cause::Refused(message) => Error::AwsDenied {
             action,
             registry,
@@ -400,7 +442,7 @@ where
 fn web_identity_error<E, R>(err: SdkError<E, R>, role_arn: &str, target: &EcrTarget) -> Error
 where
     E: ProvideErrorMetadata + std::error::Error + 'static,
-    R: std::fmt::Debug,
+    R: std::fmt::Debug + 'static,
 {
     let code = err.code().unwrap_or_default().to_owned();
     let hint = match code.as_str() {

@@ -449,9 +449,17 @@ async fn aws(
     let source = credential_source(&ctx.env, probe.profile.as_deref());
     let runner_needed = config.ecr.identity != IdentityMode::Job
         || targets.iter().any(|t| t.mode != IdentityMode::Job);
+    // Without credentials no registry can get a token with the runner's identity: said once.
+    let mut no_runner_credentials = false;
     match resolver.runner_arn(&probe).await {
         Ok(arn) => report.ok("AWS identity", format!("{arn} (credentials from {source})")),
-        Err(e) if runner_needed => report.fail("AWS identity", e),
+        Err(e) if runner_needed => {
+            no_runner_credentials = matches!(
+                e,
+                Error::NoAwsCredentials { .. } | Error::AwsCredentialsFailed { .. }
+            );
+            report.fail("AWS identity", e);
+        }
         Err(_) => report.ok(
             "AWS identity",
             "none on this host, and none needed: every registry uses the job's identity",
@@ -490,6 +498,13 @@ async fn aws(
             }
             Err(e) => {
                 report.fail(&check, e);
+                continue;
+            }
+            Ok(Identity::Runner { .. }) if no_runner_credentials => {
+                report.skip(
+                    &check,
+                    "the runner's AWS credentials are missing (see above)",
+                );
                 continue;
             }
             Ok(Identity::Runner { .. }) => {}

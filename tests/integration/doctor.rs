@@ -98,6 +98,20 @@ fn no_credentials_and_a_role_that_cannot_be_assumed_are_failures() {
         line(&l, "✘ AWS identity:").contains("instance profile"),
         "{l:#?}"
     );
+    // The registry's line points there instead of saying it again.
+    assert!(
+        line(
+            &l,
+            &format!("- ECR {}: not checked", w.ecr_host(RUNNER_ACCOUNT))
+        )
+        .contains("see above"),
+        "{l:#?}"
+    );
+    assert_eq!(
+        out.stdout().matches("no AWS credentials").count(),
+        1,
+        "{l:#?}"
+    );
 
     let fake = FakeAws::start();
     fake.reply("AssumeRole", Reply::Error(403, "AccessDenied"));

@@ -39,25 +39,72 @@ fn one_error_with(out: &Output, parts: &[&str]) {
 
 #[test]
 fn no_aws_credentials_name_the_chain_and_the_fixes() {
+    let out = prepare_and_check_without_credentials(
+        ("AWS_EC2_METADATA_DISABLED", "true"),
+        &[
+            "no AWS credentials",
+            "instance profile",
+            "AWS_PROFILE",
+            "identity = \"job\"",
+        ],
+    );
+    assert!(!out.stderr.contains("network"), "{}", out.stderr);
+}
+
+/// Prepare and `auth check` of an ECR image on a runner host with no AWS credentials in
+/// its environment or home, the metadata service as `metadata` says: each gives one error
+/// with every one of `parts`. Returns prepare's output.
+fn prepare_and_check_without_credentials(metadata: (&str, &str), parts: &[&str]) -> Output {
     let home = tempfile::tempdir().unwrap();
     let job = pulling(&world().ecr_image(RUNNER_ACCOUNT))
         .runner_env("HOME", home.path().to_str().unwrap())
-        .runner_env("AWS_EC2_METADATA_DISABLED", "true")
+        .runner_env(metadata.0, metadata.1)
         .runner_env("AWS_ENDPOINT_URL", &world().moto)
         .config("[ecr]\ncache = false\nmax_attempts = 1")
         .build();
-    let parts = [
-        "no AWS credentials",
-        "instance profile",
-        "AWS_PROFILE",
-        "identity = \"job\"",
-    ];
     let out = job.prepare();
     out.assert_code(SYSTEM_FAILURE);
-    one_error_with(&out, &parts);
+    one_error_with(&out, parts);
     let check = job.driver(&["auth", "check", &world().ecr_image(RUNNER_ACCOUNT)]);
     check.assert_code(SYSTEM_FAILURE);
-    one_error_with(&check, &parts);
+    one_error_with(&check, parts);
+    out
+}
+
+/// An instance metadata service on loopback that refuses every request, as one does where
+/// the instance has IMDS turned off (403).
+fn refusing_metadata_service() -> String {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    std::thread::spawn(move || {
+        for conn in listener.incoming().flatten() {
+            let mut reader = std::io::BufReader::new(&conn);
+            let mut line = String::new();
+            while std::io::BufRead::read_line(&mut reader, &mut line).unwrap_or(0) > 2 {
+                line.clear();
+            }
+            let _ = std::io::Write::write_all(
+                &mut &conn,
+                b"HTTP/1.1 403 Forbidden\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+            );
+        }
+    });
+    url
+}
+
+#[test]
+fn a_credential_source_that_fails_is_named_not_blamed_on_the_network() {
+    let imds = refusing_metadata_service();
+    let out = prepare_and_check_without_credentials(
+        ("AWS_EC2_METADATA_SERVICE_ENDPOINT", &imds),
+        &[
+            "the runner's AWS credentials for ECR registry",
+            "could not be loaded",
+            "IMDS is disabled",
+            "the instance profile and its metadata service",
+        ],
+    );
+    assert!(!out.stderr.contains("network"), "{}", out.stderr);
 }
 
 #[test]
