@@ -99,8 +99,9 @@ pub(crate) enum Error {
     TooManyServices { count: usize, limit: usize },
 
     #[error(
-        "cannot connect to the Docker daemon at {host}: {source}; \
-         check that dockerd is running and that `[docker] host` / DOCKER_HOST point at it"
+        "cannot connect to the Docker daemon at {host}: {}; \
+         check that dockerd is running and that `[docker] host` / DOCKER_HOST point at it",
+        engine_cause(.source)
     )]
     DockerConnect {
         host: String,
@@ -109,8 +110,9 @@ pub(crate) enum Error {
     },
 
     #[error(
-        "cannot reach the Docker daemon to {action} {target}: {source}; check that dockerd is \
-         running and that `[docker] host` / DOCKER_HOST point at it"
+        "cannot reach the Docker daemon to {action} {target}: {}; check that dockerd is \
+         running and that `[docker] host` / DOCKER_HOST point at it",
+        engine_cause(.source)
     )]
     DockerUnreachable {
         action: &'static str,
@@ -456,12 +458,24 @@ impl Error {
 
 pub(crate) type Result<T, E = Error> = std::result::Result<T, E>;
 
+/// Why the engine could not be reached, in the operating system's words when an I/O error is
+/// at the root ("Connection refused (os error 111)"), not the HTTP client's wrapper ("client
+/// error (Connect)").
+fn engine_cause(error: &bollard::errors::Error) -> String {
+    root_io(error).map_or_else(|| error.to_string(), ToString::to_string)
+}
+
 /// The kind of the I/O error at the root of `error`, if it has one.
 pub(crate) fn io_kind(error: &(dyn std::error::Error + 'static)) -> Option<std::io::ErrorKind> {
+    root_io(error).map(std::io::Error::kind)
+}
+
+/// The first I/O error in `error`'s chain of sources.
+fn root_io<'e>(error: &'e (dyn std::error::Error + 'static)) -> Option<&'e std::io::Error> {
     let mut current = Some(error);
     while let Some(e) = current {
         if let Some(io) = e.downcast_ref::<std::io::Error>() {
-            return Some(io.kind());
+            return Some(io);
         }
         current = e.source();
     }

@@ -77,11 +77,19 @@ openssl x509 -req -in client.csr -CA ca.pem -CAkey ca-key.pem -CAcreateserial -o
     }
 }
 
-impl Drop for TlsEngine {
-    fn drop(&mut self) {
+impl TlsEngine {
+    /// Closes the front: the port refuses connections, as a remote engine's does while it
+    /// restarts.
+    pub fn stop(&mut self) {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
+    }
+}
+
+impl Drop for TlsEngine {
+    fn drop(&mut self) {
+        self.stop();
     }
 }
 
@@ -107,6 +115,38 @@ fn a_tls_tcp_engine_runs_whole_jobs() {
     let out = job.prepare();
     out.assert_code(SYSTEM_FAILURE);
     assert!(out.stderr.contains("Docker daemon"), "{}", out.stderr);
+}
+
+#[test]
+fn a_remote_engine_that_goes_down_is_named_plainly_and_waited_for() {
+    let mut engine = TlsEngine::start();
+    let config = format!(
+        "{}
+engine_restart_wait = 1",
+        engine.config()
+    );
+    let job = Job::builder(BUSYBOX).config(&config).build();
+    job.prepare_ok();
+    engine.stop();
+    // In the operating system's words, not the HTTP client's.
+    let out = job.run("build_script", "echo never");
+    out.assert_code(SYSTEM_FAILURE);
+    assert!(
+        out.stderr.contains("Connection refused") && !out.stderr.contains("hyper"),
+        "{}",
+        out.stderr
+    );
+    // A refusing remote engine may be restarting: cleanup waits for it, as for a socket.
+    let cleanup = job.cleanup();
+    cleanup.assert_ok();
+    assert!(
+        cleanup.stderr.contains("waited 1 s for it to come back"),
+        "{}",
+        cleanup.stderr
+    );
+    // Behind the front the engine is fine: what the job left there goes the usual way.
+    job.cleanup_locally().assert_ok();
+    assert_no_leftovers(&job);
 }
 
 /// A remote engine's container addresses are not the driver's to reach: services are waited
