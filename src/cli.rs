@@ -138,7 +138,8 @@ pub fn main(cli: Cli) -> ExitCode {
             if e.engine_lost() {
                 output::info(
                     "If the Docker engine is restarting, the runner's cleanup waits for it (up \
-                     to `[docker] engine_restart_wait`) and then removes this job's containers",
+                     to `[docker] engine_restart_wait`) when this job has anything there, and \
+                     then removes it",
                 );
             }
             exit_code(&e, &env)

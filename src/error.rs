@@ -101,7 +101,7 @@ pub(crate) enum Error {
     #[error(
         "cannot connect to the Docker daemon at {host}: {}; \
          check that dockerd is running and that `[docker] host` / DOCKER_HOST point at it",
-        engine_cause(.source)
+        plain_cause(.source)
     )]
     DockerConnect {
         host: String,
@@ -112,7 +112,7 @@ pub(crate) enum Error {
     #[error(
         "cannot reach the Docker daemon to {action} {target}: {}; check that dockerd is \
          running and that `[docker] host` / DOCKER_HOST point at it",
-        engine_cause(.source)
+        plain_cause(.source)
     )]
     DockerUnreachable {
         action: &'static str,
@@ -458,10 +458,10 @@ impl Error {
 
 pub(crate) type Result<T, E = Error> = std::result::Result<T, E>;
 
-/// Why the engine could not be reached, in the operating system's words when an I/O error is
-/// at the root ("Connection refused (os error 111)"), not the HTTP client's wrapper ("client
-/// error (Connect)").
-fn engine_cause(error: &bollard::errors::Error) -> String {
+/// What went wrong with a request to the engine, in the operating system's words when an I/O
+/// error is at the root ("Connection refused (os error 111)"), not the HTTP client's wrapper
+/// ("client error (Connect)").
+pub(crate) fn plain_cause(error: &bollard::errors::Error) -> String {
     root_io(error).map_or_else(|| error.to_string(), ToString::to_string)
 }
 

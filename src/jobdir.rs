@@ -3,6 +3,9 @@
 //! ([`crate::docker::direct`]). The root is the runner's `TMPDIR` unless the driver config
 //! names one (`[docker] direct_output_dir`, for runners under systemd's `PrivateTmp=yes`).
 //!
+//! It also marks a job whose prepare got as far as making things on the engine: `cleanup`
+//! waits for an engine that is down only when the directory exists.
+//!
 //! Lifecycle: `prepare` makes a fresh one ([`JobDirs::create`]), `cleanup` removes it by name
 //! ([`JobDirs::remove`]), `gc` finds those of runners that died ([`JobDirs::abandoned`]). The
 //! parent directory is the runner user's alone (mode 0700, checked every time: the temp dir is

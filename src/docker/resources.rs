@@ -14,6 +14,7 @@ use bollard::query_parameters::{
 use futures_util::future::join_all;
 
 use super::client::is_not_found;
+use crate::error::plain_cause;
 use crate::naming::{LABEL_JOB, Names};
 
 /// Removes every container, network and per-job volume of a job. Returns what could not be
@@ -42,7 +43,11 @@ pub(crate) async fn remove_job(docker: &Docker, names: &Names) -> Vec<String> {
     {
         Ok(found) => found,
         Err(e) => {
-            failures.push(format!("listing {what} of {}: {e}", names.job));
+            failures.push(format!(
+                "{what} of {} (listing them failed: {})",
+                names.job,
+                plain_cause(&e)
+            ));
             Vec::new()
         }
     };
@@ -83,7 +88,7 @@ pub(crate) async fn remove_job(docker: &Docker, names: &Names) -> Vec<String> {
         match docker.remove_network(name).await {
             Ok(()) => None,
             Err(e) if is_not_found(&e) => None,
-            Err(e) => Some(format!("network {name}: {e}")),
+            Err(e) => Some(format!("network {name}: {}", plain_cause(&e))),
         }
     });
     let volume_removals = volumes.iter().map(|name| async move {
@@ -93,7 +98,7 @@ pub(crate) async fn remove_job(docker: &Docker, names: &Names) -> Vec<String> {
         {
             Ok(()) => None,
             Err(e) if is_not_found(&e) => None,
-            Err(e) => Some(format!("volume {name}: {e}")),
+            Err(e) => Some(format!("volume {name}: {}", plain_cause(&e))),
         }
     });
     let (n, v) = tokio::join!(join_all(network_removals), join_all(volume_removals));
@@ -117,7 +122,7 @@ async fn remove_containers_by_name(docker: &Docker, names: &Names) -> Vec<String
             Ok(()) => {}
             Err(e) if is_not_found(&e) => break,
             Err(e) => {
-                failures.push(format!("container {name}: {e}"));
+                failures.push(format!("container {name}: {}", plain_cause(&e)));
                 break;
             }
         }
@@ -141,7 +146,7 @@ pub(crate) async fn remove_container(docker: &Docker, name: &str) -> Option<Stri
     {
         Ok(()) => None,
         Err(e) if is_not_found(&e) || is_removal_in_progress(&e) => None,
-        Err(e) => Some(format!("container {name}: {e}")),
+        Err(e) => Some(format!("container {name}: {}", plain_cause(&e))),
     }
 }
 

@@ -2,7 +2,8 @@
 //! and by name, and its direct-output directory, found by name, so it needs nothing from
 //! `prepare` and can run any number of times.
 //! An engine that is down (restarting) is waited for, up to `[docker] engine_restart_wait`,
-//! and a removal it cut short is done again once it is back.
+//! when the job's directory shows that prepare got as far as making things there, and a
+//! removal it cut short is done again once it is back.
 //! Its output goes to the runner's own log and its exit code is ignored by the runner, so it
 //! reports what it could not remove on stderr and still succeeds.
 
@@ -27,7 +28,16 @@ pub(crate) async fn run(ctx: &Context, cancel: &CancellationToken) -> Result<()>
         }
     };
     let names = Names::new(&id);
-    let patience = Duration::from_secs(ctx.config.docker.engine_restart_wait);
+    let dirs = ctx.job_dirs();
+    // Prepare makes the job's directory before anything of the job on the engine: without
+    // it there is nothing there to wait for (a host whose engine is down for good would
+    // otherwise make every cleanup of every failed prepare wait).
+    let worth_waiting = dirs.of(&names.job).exists();
+    let patience = if worth_waiting {
+        Duration::from_secs(ctx.config.docker.engine_restart_wait)
+    } else {
+        Duration::ZERO
+    };
     let deadline = Instant::now() + patience;
     let mut waited = Duration::ZERO;
     // The first round asks nothing first. A failed round is done again while the engine
@@ -47,7 +57,7 @@ pub(crate) async fn run(ctx: &Context, cancel: &CancellationToken) -> Result<()>
                     waited += w;
                     docker
                 }
-                Err(e) if e.engine_down() => {
+                Err(e) if e.engine_down() && worth_waiting => {
                     output::warn(format!(
                         "{e}; waited {} s for it to come back, so the job's containers, \
                          network and volume are left for `ecr-executor gc`",
@@ -55,20 +65,31 @@ pub(crate) async fn run(ctx: &Context, cancel: &CancellationToken) -> Result<()>
                     ));
                     break Vec::new();
                 }
+                Err(e) if e.engine_down() => {
+                    output::warn(format!(
+                        "{e}; this job's prepare had not made anything there (its directory \
+                         {} does not exist), so cleanup did not wait for the engine",
+                        dirs.of(&names.job).display()
+                    ));
+                    return Ok(());
+                }
                 Err(e) => return Err(e),
             },
         };
         let failures = docker::resources::remove_job(&docker, &names).await;
-        if failures.is_empty() || Instant::now() >= deadline || cancel.is_cancelled() {
+        if failures.is_empty() || cancel.is_cancelled() {
             break failures;
         }
         if docker.ping().await.is_ok() {
-            if retried_while_up {
+            if retried_while_up || Instant::now() >= deadline {
                 break failures;
             }
             retried_while_up = true;
             up = Some(docker);
+        } else if worth_waiting && Instant::now() >= deadline {
+            break failures;
         }
+        // Else the engine is down: the next turn waits for it, or says why it does not.
     };
     if !waited.is_zero() {
         output::warn(format!(
@@ -81,7 +102,6 @@ pub(crate) async fn run(ctx: &Context, cancel: &CancellationToken) -> Result<()>
         output::warn(format!("could not remove {failure}"));
     }
     // After the containers: none of them holds a FIFO open any more.
-    let dirs = ctx.job_dirs();
     if let Err(e) = dirs.remove(&names.job) {
         output::warn(format!(
             "could not remove {}: {e}",

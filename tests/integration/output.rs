@@ -51,7 +51,15 @@ fn direct_output_bypasses_the_engine_unless_turned_off() {
     assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 0);
     let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode(dir.parent().unwrap()), 0o700);
-    assert!(!attach.direct_dir().exists());
+    // With direct output off the job's directory is made too (it tells cleanup the job got
+    // as far as the engine) but never mounted.
+    let mounts = docker(&[
+        "inspect",
+        "-f",
+        "{{range .Mounts}}{{.Destination}} {{end}}",
+        &attach.build_container(),
+    ]);
+    assert!(!mounts.concat().contains("/.ecr-executor"), "{mounts:?}");
     for job in [&direct, &attach] {
         job.cleanup().assert_ok();
         assert_no_leftovers(job);

@@ -112,6 +112,12 @@ async fn prepare(
     let helper_id = helper.inspect.id.clone().unwrap_or_default();
     output::info(format!("Using image {} ({image_id})", plan.image));
 
+    // The job's directory, made before anything of the job exists on the engine: besides
+    // holding direct output's FIFOs, it tells cleanup that an engine found down may hold some
+    // of this job, worth waiting for.
+    let job_dirs = ctx.job_dirs();
+    let made_dir = job_dirs.create(&names.job);
+
     let volume = |name: &str, labels| VolumeCreateRequest {
         name: Some(name.to_owned()),
         labels: Some(labels),
@@ -164,12 +170,11 @@ async fn prepare(
 
     // Direct output (docker::direct) when the engine shares this host; without a
     // directory for it, stages run over the attach.
-    let job_dirs = ctx.job_dirs();
     let host = client::docker_host(config, &ctx.env);
     let direct_dir = (config.docker.direct_output
         && access == Access::Attach
         && direct::possible(&host, engine_kernel.as_deref()))
-    .then(|| job_dirs.create(&names.job))
+    .then_some(made_dir)
     .and_then(|made| {
         made.map_err(|e| output::warn(format!("direct output is off for this job: {e}")))
             .ok()
@@ -213,7 +218,6 @@ async fn prepare(
                      share TMPDIR with the engine's host, or set [docker] direct_output = false",
                     job_dirs.of(&names.job).display()
                 ));
-                let _ = job_dirs.remove(&names.job);
                 direct::unmount(&mut helper);
                 direct::unmount(&mut build);
                 containers::create(docker, &names.helper, None, &helper).await?;
