@@ -277,6 +277,23 @@ fn pull_error(image: &ImageRef, message: String, credentials: &Option<Credential
             message,
         };
     }
+    // Without credentials, a refusal may hide a private image: Docker's "repository does not
+    // exist or may require 'docker login'" is about credentials first.
+    let anonymous_refusal = credentials.is_none()
+        && (lower.contains("no basic auth credentials")
+            || lower.contains("unauthorized")
+            || lower.contains("may require 'docker login'")
+            || lower.contains("denied:"));
+    if anonymous_refusal {
+        return Error::Pull {
+            image: reference,
+            message: format!(
+                "{message} (the driver has no credentials for this registry: declare it as ECR \
+                 with a `[[registry]]` entry in the driver config, or provide \
+                 DOCKER_AUTH_CONFIG)"
+            ),
+        };
+    }
     if [
         "manifest unknown",
         "not found",
@@ -307,16 +324,6 @@ fn pull_error(image: &ImageRef, message: String, credentials: &Option<Credential
             message,
         };
     }
-    let message = if credentials.is_none()
-        && (lower.contains("no basic auth credentials") || lower.contains("unauthorized"))
-    {
-        format!(
-            "{message} (the driver has no credentials for this registry: declare it as ECR with \
-             a `[[registry]]` entry in the driver config, or provide DOCKER_AUTH_CONFIG)"
-        )
-    } else {
-        message
-    };
     Error::Pull {
         image: reference,
         message,

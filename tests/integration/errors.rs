@@ -130,6 +130,25 @@ fn access_denied_on_the_token_names_the_identity_and_the_action() {
 }
 
 #[test]
+fn an_anonymous_pull_that_is_refused_asks_for_credentials_not_a_new_tag() {
+    // Docker's words for it: "pull access denied for ..., repository does not exist or may
+    // require 'docker login': denied: ...". With no credentials, credentials are the fix.
+    let (port, _) = failing_registry(ManifestFault::Denied);
+    let out = pulling(&format!("127.0.0.1:{port}/team/app:1"))
+        .build()
+        .prepare();
+    out.assert_code(SYSTEM_FAILURE);
+    one_error_with(
+        &out,
+        &[
+            "the driver has no credentials for this registry",
+            "DOCKER_AUTH_CONFIG",
+        ],
+    );
+    assert!(!out.stderr.contains("has no image"), "{}", out.stderr);
+}
+
+#[test]
 fn access_denied_on_the_pull_names_the_identity_and_the_actions() {
     let fake = FakeAws::start();
     let (port, _) = failing_registry(ManifestFault::Denied);
