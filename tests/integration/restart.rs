@@ -17,11 +17,26 @@ use crate::harness::*;
 /// destroyed on drop with everything it ran.
 struct PrivateDockerd {
     name: &'static str,
+    /// `--live-restore`: the containers outlive the daemon.
+    live_restore: bool,
 }
 
 impl PrivateDockerd {
     fn start(name: &'static str) -> PrivateDockerd {
-        let engine = PrivateDockerd { name };
+        PrivateDockerd::started(PrivateDockerd {
+            name,
+            live_restore: false,
+        })
+    }
+
+    fn start_live_restore(name: &'static str) -> PrivateDockerd {
+        PrivateDockerd::started(PrivateDockerd {
+            name,
+            live_restore: true,
+        })
+    }
+
+    fn started(engine: PrivateDockerd) -> PrivateDockerd {
         engine.script("destroy"); // a previous run's, if one was interrupted
         engine.script("start");
         engine
@@ -35,6 +50,10 @@ impl PrivateDockerd {
         let out = Command::new(script)
             .arg(command)
             .env("ECR_D2_NAME", self.name)
+            .env(
+                "ECR_D2_LIVE_RESTORE",
+                if self.live_restore { "1" } else { "0" },
+            )
             .output()
             .unwrap();
         assert!(
@@ -143,9 +162,9 @@ fn assert_waited(cleanup: &Output) {
     );
 }
 
-#[test]
-fn a_dockerd_restarted_mid_stage_fails_it_and_cleanup_waits_and_leaves_nothing() {
-    let engine = PrivateDockerd::start("ecrd-stage");
+/// Prepares a job on `engine` and SIGKILLs the engine once the job's script has started: the
+/// stage ends at once as a system failure, and the script's later output never appears.
+fn killed_mid_stage(engine: &PrivateDockerd) -> (Job, Output) {
     let job = Job::builder(BUSYBOX).config(&engine.config()).build();
     job.prepare_ok();
     let running = job.spawn_run("build_script", "echo started\nsleep 30\necho finished");
@@ -154,6 +173,13 @@ fn a_dockerd_restarted_mid_stage_fails_it_and_cleanup_waits_and_leaves_nothing()
     let out = running.wait(Duration::from_secs(20));
     out.assert_code(SYSTEM_FAILURE);
     assert!(!out.stdout().contains("finished"), "{}", out.all());
+    (job, out)
+}
+
+#[test]
+fn a_dockerd_restarted_mid_stage_fails_it_and_cleanup_waits_and_leaves_nothing() {
+    let engine = PrivateDockerd::start("ecrd-stage");
+    let (job, out) = killed_mid_stage(&engine);
     assert!(
         out.stdout().contains("the runner's cleanup waits for it"),
         "{}",
@@ -220,6 +246,29 @@ fn a_dockerd_restarted_mid_cleanup_is_waited_for_and_cleanup_finishes() {
     std::thread::sleep(Duration::from_millis(500));
     engine.script("start");
     assert_waited(&cleanup.wait(Duration::from_secs(60)));
+    assert_eq!(engine.leftovers(&job), Vec::<String>::new());
+    assert_no_leftovers(&job);
+}
+
+#[test]
+fn with_live_restore_the_job_outlives_a_dockerd_restart_and_cleanup_removes_it() {
+    let engine = PrivateDockerd::start_live_restore("ecrd-live");
+    // The driver loses the stage's stream with the daemon, though the script runs on.
+    let (job, _) = killed_mid_stage(&engine);
+
+    // The restarted daemon finds the job's containers still running; cleanup removes them.
+    engine.script("start");
+    let running_now = docker_at(
+        Some(&engine.host()),
+        &[
+            "ps",
+            "-q",
+            "--filter",
+            &format!("label=ecr-executor.job={}", job.key()),
+        ],
+    );
+    assert_eq!(running_now.len(), 2, "build and helper: {running_now:?}");
+    job.cleanup().assert_ok();
     assert_eq!(engine.leftovers(&job), Vec::<String>::new());
     assert_no_leftovers(&job);
 }
