@@ -9,7 +9,9 @@
 #   private-dockerd.sh kill       # SIGKILL dockerd (containers keep running;
 #                                 # the socket file stays: ECONNREFUSED)
 #   private-dockerd.sh destroy    # remove its containers, stop it, kill any
-#                                 # shims it left, delete the netns
+#                                 # shims it left, delete the netns; the data
+#                                 # root stays, as a cache of the copied test
+#                                 # images (rm -rf it to reclaim the space)
 #   private-dockerd.sh status     # exit 0 when the API answers
 #   private-dockerd.sh socket     # print unix://... of the daemon
 #
