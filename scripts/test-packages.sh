@@ -55,6 +55,16 @@ test "$code" -ne 0 || fail "doctor passed a host without an engine"
 printf "%s\n" "$report" | grep -q "^✔ config: /etc/ecr-executor/config.toml parses" || fail "doctor: config"
 printf "%s\n" "$report" | grep -q "^✘ engine: .*dockerd is running" || fail "doctor: engine"
 printf "%s\n" "$report" | grep -q "^✘ AWS identity: no AWS credentials" || fail "doctor: AWS"
+# The packaged gc service runs as gitlab-runner, which this container lacks; a drop-in
+# naming this user (root) puts it right.
+printf "%s\n" "$report" | grep -q "^✘ gc timer: ecr-executor-gc.service runs as .gitlab-runner., which does not exist here" ||
+  fail "doctor: gc timer without its user"
+mkdir -p /etc/systemd/system/ecr-executor-gc.service.d
+printf "[Service]\nUser=root\n" >/etc/systemd/system/ecr-executor-gc.service.d/user.conf
+report=$(AWS_EC2_METADATA_DISABLED=true ecr-executor doctor --runner-version 17.11.4 2>&1 || true)
+printf "%s\n" "$report" | grep -q "^✔ gc timer: ecr-executor-gc.service runs as .root., this user" ||
+  fail "doctor: gc timer drop-in"
+rm -r /etc/systemd/system/ecr-executor-gc.service.d
 grep -q "^ExecStart=/usr/bin/ecr-executor gc$" /usr/lib/systemd/system/ecr-executor-gc.service
 test -f /usr/lib/systemd/system/ecr-executor-gc.timer
 # No systemd here: the timer is enabled (the symlink) and not started.
