@@ -472,14 +472,14 @@ pub(crate) fn io_kind(error: &(dyn std::error::Error + 'static)) -> Option<std::
 
 /// The first I/O error in `error`'s chain of sources.
 fn root_io<'e>(error: &'e (dyn std::error::Error + 'static)) -> Option<&'e std::io::Error> {
-    let mut current = Some(error);
-    while let Some(e) = current {
-        if let Some(io) = e.downcast_ref::<std::io::Error>() {
-            return Some(io);
-        }
-        current = e.source();
-    }
-    None
+    sources(error).find_map(|e| e.downcast_ref())
+}
+
+/// `error`, then its source, that one's source, and so on.
+pub(crate) fn sources<'e>(
+    error: &'e (dyn std::error::Error + 'static),
+) -> impl Iterator<Item = &'e (dyn std::error::Error + 'static)> {
+    std::iter::successors(Some(error), |e| e.source())
 }
 
 #[cfg(test)]

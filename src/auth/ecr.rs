@@ -24,7 +24,7 @@ use std::future::Future;
 
 use super::login::Login;
 use super::target::{EcrTarget, Identity};
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, sources};
 
 /// Fetches a token from AWS. The seam where unit tests substitute a fake.
 pub(crate) trait TokenFetcher {
@@ -386,26 +386,15 @@ where
 fn credentials_error<'e>(
     err: &'e (dyn std::error::Error + 'static),
 ) -> Option<&'e CredentialsError> {
-    let mut next = Some(err);
-    while let Some(e) = next {
-        if let Some(found) = e.downcast_ref::<CredentialsError>() {
-            return Some(found);
-        }
-        next = e.source();
-    }
-    None
+    sources(err).find_map(|e| e.downcast_ref())
 }
 
 /// An error and its sources as the SDK words them (their `Display`), joined by ": ".
 fn displayed_chain(err: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = err.to_string();
-    let mut next = err.source();
-    while let Some(e) = next {
-        text.push_str(": ");
-        text.push_str(&e.to_string());
-        next = e.source();
-    }
-    text
+    sources(err)
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(": ")
 }
 
 fn aws_error<E, R>(

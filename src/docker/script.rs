@@ -88,8 +88,9 @@ impl ShellError {
 }
 
 /// Stops the processes of a cancelled stage (see [`signal_all`]): SIGTERM to all but the
-/// script's own shell (when the stage shell is known), then to it too if the stage's output (`run`) has not ended within
-/// [`SCRIPT_SHELL_GRACE`], then SIGKILL if it has not ended within [`TERM_GRACE`].
+/// script's own shell (when the stage shell is known), then to it too if the stage's output
+/// (`run`) has not ended within [`SCRIPT_SHELL_GRACE`], then SIGKILL if it has not ended
+/// within [`TERM_GRACE`].
 ///
 /// The script's shell goes last because the runner's scripts run the job's commands in a
 /// subshell (`: | eval '...'`): were both signalled at once, the script's shell (which has no

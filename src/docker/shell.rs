@@ -95,7 +95,7 @@ impl Access {
     /// (an engine restart without live-restore, or shutdown): none. PID 1 there (the shell
     /// above, or `sleep`) ignores SIGTERM, so Docker's default 10 s would only delay the
     /// engine; the job's own processes get their signals from a cancel (see `script`).
-    pub(crate) const STOP_TIMEOUT_SECS: i64 = 0;
+    const STOP_TIMEOUT_SECS: i64 = 0;
 }
 
 /// What the stage shell is given for one stage. The script's stdout and stderr go to the
