@@ -51,14 +51,21 @@ impl DockerAuthConfig {
         for (key, entry) in file.auths {
             let normalised = normalise_key(&key);
             let login = match (entry.auth, entry.username, entry.password) {
-                (Some(auth), _, _) => decode_auth(auth.expose_secret()).ok_or_else(|| {
-                    format!("the `auth` value of {key:?} is not base64 of user:password")
-                })?,
-                (None, Some(username), Some(password)) => (username, password),
-                (None, _, _) => {
-                    return Err(format!(
-                        "the entry {key:?} has neither `auth` nor `username` and `password`"
-                    ));
+                (Some(auth), _, _) if !auth.expose_secret().trim().is_empty() => {
+                    decode_auth(auth.expose_secret()).ok_or_else(|| {
+                        format!("the `auth` value of {key:?} is not base64 of user:password")
+                    })?
+                }
+                (_, Some(username), Some(password)) => (username, password),
+                // `docker login` with a `credsStore` writes `{}` here, and identity-token
+                // logins carry only `identitytoken`: no static login, but no error either.
+                _ => {
+                    tracing::debug!(
+                        entry = %key,
+                        "Docker config entry without a user and password skipped (its login \
+                         lives in a credential helper or is an identity token)"
+                    );
+                    continue;
                 }
             };
             entries.push(keyed_login(normalised, login.0, login.1));
@@ -194,9 +201,30 @@ mod tests {
         assert!(!err.contains("secret-ish"), "{err}");
         let err = DockerAuthConfig::parse("{not json: hunter2").unwrap_err();
         assert!(!err.contains("hunter2"), "{err}");
-        assert!(DockerAuthConfig::parse(r#"{"auths": {"h": {}}}"#).is_err());
         assert!(DockerAuthConfig::parse(r#"{"auths": []}"#).is_err());
         assert!(DockerAuthConfig::parse("{}").unwrap().entries.is_empty());
+    }
+
+    /// Issue 22, defect 1: a config as `docker login` writes it next to a `credsStore` (`{}`
+    /// entries) or for identity tokens keeps every other login instead of failing whole.
+    #[test]
+    fn entries_without_a_login_are_skipped_not_fatal() {
+        let json = format!(
+            r#"{{"auths": {{
+                "registry.example.com": {{}},
+                "token.example.com": {{"identitytoken": "eyJ-refresh-token"}},
+                "empty.example.com": {{"auth": ""}},
+                "127.0.0.1:5000": {{"auth": "{}"}}
+            }}, "credsStore": "desktop"}}"#,
+            b64("ci:pass")
+        );
+        let c = DockerAuthConfig::parse(&json).unwrap();
+        assert_eq!(c.entries.len(), 1, "{c:?}");
+        assert_eq!(c.find(&image("127.0.0.1:5000/a/b")).unwrap().username, "ci");
+        assert!(c.find(&image("registry.example.com/a")).is_none());
+        assert!(c.find(&image("token.example.com/a")).is_none());
+        // A malformed `auth` is still an error: that entry meant to be a login.
+        assert!(DockerAuthConfig::parse(r#"{"auths": {"h": {"auth": "@@"}}}"#).is_err());
     }
 
     #[test]
