@@ -9,7 +9,7 @@ use std::process::ExitCode;
 use clap::{CommandFactory, Parser, Subcommand};
 
 use crate::config::{Config, DEFAULT_CONFIG_PATH};
-use crate::error::{Error, Failure, Result};
+use crate::error::{Error, Failure, Result, StageError};
 use crate::job::Env;
 use crate::output;
 use crate::stages::{self, Context, exec::ExecJob};
@@ -127,7 +127,7 @@ pub fn main(cli: Cli) -> ExitCode {
         Err(e) if is_exec => {
             output::error(format!("Job failed: {e}"));
             match e {
-                Error::ScriptFailed { code, .. } => {
+                Error::Stage(StageError::ScriptFailed { code, .. }) => {
                     ExitCode::from(u8::try_from(code).unwrap_or(u8::MAX))
                 }
                 e => exit_code(&e, &env),
@@ -283,15 +283,15 @@ mod tests {
             ("SYSTEM_FAILURE_EXIT_CODE".into(), "34".into()),
             ("BUILD_EXIT_CODE_FILE".into(), file.clone().into()),
         ]);
-        let script = Error::ScriptFailed {
+        let script = Error::Stage(StageError::ScriptFailed {
             stage: "build_script".into(),
             code: 7,
-        };
+        });
         assert_eq!(exit_code(&script, &env), ExitCode::from(33));
         assert_eq!(std::fs::read_to_string(&file).unwrap(), "7\n");
-        let system = Error::Cancelled {
+        let system = Error::Stage(StageError::Cancelled {
             what: "prepare".into(),
-        };
+        });
         assert_eq!(exit_code(&system, &env), ExitCode::from(34));
     }
 

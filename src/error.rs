@@ -1,11 +1,14 @@
-//! The driver's one error type and the one function that decides whether an error is the
-//! job's fault (build failure) or the driver's (system failure).
+//! The driver's errors, one enum per layer that raises them, and the one function that
+//! decides whether an error is the job's fault (build failure) or the driver's (system
+//! failure).
 //!
 //! GitLab Runner retries `prepare` on a system failure and reports a build failure as
 //! `script_failure`. Only what the job itself controls is a build failure: its script's exit
 //! status, its image reference, a pull policy the operator does not allow, an entrypoint that
-//! does not stay up. Everything the driver could not do (Docker, registry, files) is a system
-//! failure, so the runner retries and the operator sees it as infrastructure.
+//! does not stay up, its own identity's refusals. Everything the driver could not do (Docker,
+//! registry, files) is a system failure, so the runner retries and the operator sees it as
+//! infrastructure. Each layer's enum decides for its own errors ([`Error::failure`] only
+//! dispatches), and an error that can be either's says [`Whose`] it is.
 
 use std::path::PathBuf;
 
@@ -20,18 +23,53 @@ pub(crate) enum Failure {
     System,
 }
 
-/// Everything that can go wrong in the driver. Messages say what failed, on what, and what to do.
+/// Whose input an error came from, for errors that can be either's: the job's (its variable,
+/// its identity) or the runner's (its environment, its identity).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Whose {
+    Job,
+    Runner,
+}
+
+impl Whose {
+    fn failure(self) -> Failure {
+        match self {
+            Whose::Job => Failure::Build,
+            Whose::Runner => Failure::System,
+        }
+    }
+}
+
+/// Everything that can go wrong in the driver, by layer. Messages say what failed, on what,
+/// and what to do.
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum Error {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Policy(#[from] PolicyError),
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+    #[error(transparent)]
+    Pull(#[from] PullError),
+    #[error(transparent)]
+    Auth(#[from] AuthError),
+    #[error(transparent)]
+    Stage(#[from] StageError),
+}
+
+/// The driver's config and the runner's environment and payload: the runner's to fix.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum ConfigError {
     #[error("cannot read the driver config {path}: {source}")]
-    ConfigRead {
+    Read {
         path: PathBuf,
         #[source]
         source: std::io::Error,
     },
 
     #[error("invalid driver config {path}: {message}")]
-    ConfigInvalid { path: PathBuf, message: String },
+    Invalid { path: PathBuf, message: String },
 
     #[error(
         "{name} is not set; ecr-executor must be called by GitLab Runner's custom executor \
@@ -44,7 +82,12 @@ pub(crate) enum Error {
 
     #[error("cannot read the job payload {path}: {message}")]
     JobPayload { path: PathBuf, message: String },
+}
 
+/// What the job asked for and the operator's policy refuses, decided before any Docker call:
+/// always the job's to fix.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum PolicyError {
     #[error(
         "the job has no image and the driver config sets no `default_image`; \
          add `image:` to the job in .gitlab-ci.yml or set `default_image` in the driver config"
@@ -97,13 +140,17 @@ pub(crate) enum Error {
          raise the limit"
     )]
     TooManyServices { count: usize, limit: usize },
+}
 
+/// The Docker engine did not do what was asked: always a system failure.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum EngineError {
     #[error(
         "cannot connect to the Docker daemon at {host}: {}; \
          check that dockerd is running and that `[docker] host` / DOCKER_HOST point at it",
         plain_cause(.source)
     )]
-    DockerConnect {
+    Connect {
         host: String,
         #[source]
         source: bollard::errors::Error,
@@ -114,7 +161,7 @@ pub(crate) enum Error {
          running and that `[docker] host` / DOCKER_HOST point at it",
         plain_cause(.source)
     )]
-    DockerUnreachable {
+    Unreachable {
         action: &'static str,
         target: String,
         #[source]
@@ -127,27 +174,51 @@ pub(crate) enum Error {
          gitlab-runner`, then restart gitlab-runner), or point `[docker] host` at a socket it \
          may use"
     )]
-    DockerPermission {
+    Permission {
         action: &'static str,
         target: String,
     },
 
     #[error("Docker could not {action} {target}: {source}")]
-    Docker {
+    Api {
         action: &'static str,
         target: String,
         #[source]
         source: bollard::errors::Error,
     },
+}
 
+/// What a registry's answer to a pull meant, decided once where the engine's answer arrives
+/// ([`crate::docker::pull`]); a pull-through cache's fallback reads it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum PullFailure {
+    /// No such repository, tag or digest.
+    NotFound,
+    /// The registry refused the credentials the driver sent.
+    Denied,
+    /// The registry wants credentials and the driver sent none.
+    NeedsCredentials,
+    /// Anything else: throttling, a server error, a network or an engine down.
+    Other,
+}
+
+/// Getting an image onto the engine's host failed: a system failure (the registry, the
+/// network or the operator's credentials), which the runner retries.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum PullError {
     #[error("pulling image {image} failed: {message}")]
-    Pull { image: String, message: String },
+    Failed {
+        image: String,
+        message: String,
+        /// What the registry's answer meant.
+        failure: PullFailure,
+    },
 
     #[error(
         "the {registry} has no image {wanted} ({message}); check the image's name and tag in \
          .gitlab-ci.yml, or push the image there"
     )]
-    ImageNotFound {
+    NotFound {
         image: String,
         /// Which registry, in words (an ECR registry's account and region).
         registry: String,
@@ -161,7 +232,7 @@ pub(crate) enum Error {
          ecr:BatchGetImage and ecr:GetDownloadUrlForLayer on the repository (the IAM policy in \
          the README)"
     )]
-    PullDenied {
+    Denied {
         image: String,
         principal: String,
         message: String,
@@ -185,56 +256,13 @@ pub(crate) enum Error {
         "image {image} is not present locally and the pull policy is `never`; \
          load the image on the Docker host or allow `if-not-present`"
     )]
-    ImageNotPresent { image: String },
+    NotPresent { image: String },
+}
 
-    #[error(
-        "container {container} (image {image}) stopped right after it started (exit code {exit_code}); \
-         the image's ENTRYPOINT does not keep running the command the driver gives it. \
-         Override it in .gitlab-ci.yml with `image: {{ name: {image}, entrypoint: [\"\"] }}`.{logs}"
-    )]
-    EntrypointExited {
-        container: String,
-        image: String,
-        exit_code: i64,
-        logs: String,
-    },
-
-    #[error(
-        "container {container} for stage {stage} does not exist; \
-         prepare did not run for this job or the container was removed"
-    )]
-    ContainerGone { container: String, stage: String },
-
-    #[error(
-        "container {container} stopped during stage {stage} ({state}): the command it runs \
-         (the stage shell, under the image's ENTRYPOINT) ended before the stage did"
-    )]
-    ContainerStopped {
-        container: String,
-        stage: String,
-        state: String,
-    },
-
-    #[error(
-        "stage {stage} ended in container {container} without an exit status the driver could \
-         read (its end marker was damaged); the script's result is unknown, so the runner may \
-         retry the job"
-    )]
-    NoExitStatus { container: String, stage: String },
-
-    #[error("cannot read the stage script {path}: {source}")]
-    ScriptRead {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-
-    #[error("stage {stage} failed: the script exited with code {code}")]
-    ScriptFailed { stage: String, code: i32 },
-
-    #[error("{what} was cancelled (SIGTERM/SIGINT)")]
-    Cancelled { what: String },
-
+/// Registry credentials: the job's identity and variables, the runner's AWS identity. Knows
+/// nothing of Docker.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum AuthError {
     #[error(
         "ECR registry {registry} needs the job's OIDC token in the variable {variable}, \
          and the job has none. Add to the job in .gitlab-ci.yml:\n  id_tokens:\n    \
@@ -266,14 +294,14 @@ pub(crate) enum Error {
         "AWS denied {action} to {} for ECR registry {registry} ({message}); allow that \
          identity {action} (the IAM policy in the README){}",
         .principal.as_deref().unwrap_or("the identity"),
-        if *.job_identity { ", in the policy of the role the job assumes" } else { "" }
+        if *.whose == Whose::Job { ", in the policy of the role the job assumes" } else { "" }
     )]
     AwsDenied {
         action: &'static str,
         registry: String,
         message: String,
-        /// Whether the job's own identity was used (its role is the job's to fix).
-        job_identity: bool,
+        /// Whose identity AWS refused: the job's (its role is the job's to fix) or the runner's.
+        whose: Whose,
         /// The principal AWS refused, when known.
         principal: Option<String>,
     },
@@ -312,8 +340,71 @@ pub(crate) enum Error {
     DockerAuthConfig {
         origin: &'static str,
         message: String,
-        from_job: bool,
+        /// The job's variable or the runner's environment.
+        whose: Whose,
     },
+}
+
+/// Running the job's containers and stages, and the driver's own I/O on the way.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum StageError {
+    #[error(
+        "container {container} (image {image}) stopped right after it started (exit code {exit_code}); \
+         the image's ENTRYPOINT does not keep running the command the driver gives it. \
+         Override it in .gitlab-ci.yml with `image: {{ name: {image}, entrypoint: [\"\"] }}`.{logs}"
+    )]
+    EntrypointExited {
+        container: String,
+        image: String,
+        exit_code: i64,
+        logs: String,
+    },
+
+    #[error("stage {stage} failed: the script exited with code {code}")]
+    ScriptFailed { stage: String, code: i32 },
+
+    #[error(
+        "container {container} for stage {stage} does not exist; \
+         prepare did not run for this job or the container was removed"
+    )]
+    ContainerGone { container: String, stage: String },
+
+    #[error(
+        "container {container} was not running when {stage} needed it: {cause}; the runner may \
+         retry the job"
+    )]
+    NotRunning {
+        container: String,
+        stage: String,
+        cause: String,
+    },
+
+    #[error(
+        "container {container} stopped during stage {stage} ({state}): the command it runs \
+         (the stage shell, under the image's ENTRYPOINT) ended before the stage did"
+    )]
+    ContainerStopped {
+        container: String,
+        stage: String,
+        state: String,
+    },
+
+    #[error(
+        "stage {stage} ended in container {container} without an exit status the driver could \
+         read (its end marker was damaged); the script's result is unknown, so the runner may \
+         retry the job"
+    )]
+    NoExitStatus { container: String, stage: String },
+
+    #[error("cannot read the stage script {path}: {source}")]
+    ScriptRead {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+
+    #[error("{what} was cancelled (SIGTERM/SIGINT)")]
+    Cancelled { what: String },
 
     #[error(
         "doctor found {failures} problem(s) (the ✘ lines above say how to fix each); fix them \
@@ -330,68 +421,29 @@ pub(crate) enum Error {
 }
 
 impl Error {
-    /// The one place that classifies errors. Exhaustive on purpose: a new variant must decide.
+    /// The one place that classifies errors: each layer decides for its own, exhaustively,
+    /// so a new variant must decide.
     pub(crate) fn failure(&self) -> Failure {
         match self {
-            Error::ScriptFailed { .. }
-            | Error::NoImage
-            | Error::InvalidImage { .. }
-            | Error::PullPolicyNotAllowed { .. }
-            | Error::NotAllowed { .. }
-            | Error::EntrypointOverride { .. }
-            | Error::TooManyServices { .. }
-            | Error::EntrypointExited { .. }
-            | Error::NoIdToken { .. }
-            | Error::NoJobRole { .. }
-            | Error::JobRoleNotAllowed { .. }
-            | Error::StsRejected { .. } => Failure::Build,
-            Error::AwsDenied { job_identity, .. } => {
-                if *job_identity {
-                    Failure::Build
-                } else {
-                    Failure::System
-                }
-            }
-            Error::DockerAuthConfig { from_job, .. } => {
-                if *from_job {
-                    Failure::Build
-                } else {
-                    Failure::System
-                }
-            }
-            Error::AwsUnavailable { .. }
-            | Error::NoAwsCredentials { .. }
-            | Error::AwsCredentialsFailed { .. } => Failure::System,
-            Error::ConfigRead { .. }
-            | Error::ConfigInvalid { .. }
-            | Error::MissingVariable { .. }
-            | Error::InvalidVariable { .. }
-            | Error::JobPayload { .. }
-            | Error::DockerConnect { .. }
-            | Error::DockerUnreachable { .. }
-            | Error::DockerPermission { .. }
-            | Error::Docker { .. }
-            | Error::Pull { .. }
-            | Error::ImageNotFound { .. }
-            | Error::PullDenied { .. }
-            | Error::PullThrough { .. }
-            | Error::ImageNotPresent { .. }
-            | Error::ContainerGone { .. }
-            | Error::ContainerStopped { .. }
-            | Error::NoExitStatus { .. }
-            | Error::ScriptRead { .. }
-            | Error::Cancelled { .. }
-            | Error::DoctorFound { .. }
-            | Error::Io { .. } => Failure::System,
+            Error::Config(_) | Error::Engine(_) => Failure::System,
+            Error::Policy(_) => Failure::Build,
+            Error::Pull(e) => e.failure(),
+            Error::Auth(e) => e.failure(),
+            Error::Stage(e) => e.failure(),
         }
     }
 
     /// The user script's own exit status, for `BUILD_EXIT_CODE_FILE`.
     pub(crate) fn script_exit_code(&self) -> Option<i32> {
         match self {
-            Error::ScriptFailed { code, .. } => Some(*code),
+            Error::Stage(StageError::ScriptFailed { code, .. }) => Some(*code),
             _ => None,
         }
+    }
+
+    /// Whether a stage or prepare was cancelled (SIGTERM/SIGINT).
+    pub(crate) fn is_cancelled(&self) -> bool {
+        matches!(self, Error::Stage(StageError::Cancelled { .. }))
     }
 
     pub(crate) fn docker(
@@ -399,10 +451,42 @@ impl Error {
         target: impl Into<String>,
         source: bollard::errors::Error,
     ) -> Self {
+        EngineError::new(action, target, source).into()
+    }
+
+    /// Whether the engine looks down rather than broken: its socket is missing or refuses
+    /// connections, as while it restarts. A permission error or a hung engine is not.
+    pub(crate) fn engine_down(&self) -> bool {
+        matches!(self, Error::Engine(e) if e.down())
+    }
+
+    /// Whether the driver lost the engine: it is down, or a request to it was cut off or
+    /// timed out.
+    pub(crate) fn engine_lost(&self) -> bool {
+        matches!(self, Error::Engine(EngineError::Unreachable { .. })) || self.engine_down()
+    }
+
+    pub(crate) fn io(what: impl Into<String>, source: std::io::Error) -> Self {
+        StageError::Io {
+            what: what.into(),
+            source,
+        }
+        .into()
+    }
+}
+
+impl EngineError {
+    /// The error for a failed request: permission denied on the socket, an engine that cannot
+    /// be reached, or the engine's own answer.
+    pub(crate) fn new(
+        action: &'static str,
+        target: impl Into<String>,
+        source: bollard::errors::Error,
+    ) -> Self {
         use bollard::errors::Error as E;
         let target = target.into();
         if io_kind(&source) == Some(std::io::ErrorKind::PermissionDenied) {
-            return Error::DockerPermission { action, target };
+            return EngineError::Permission { action, target };
         }
         let unreachable = matches!(
             source,
@@ -412,13 +496,13 @@ impl Error {
                 | E::RequestTimeoutError
         );
         if unreachable {
-            Error::DockerUnreachable {
+            EngineError::Unreachable {
                 action,
                 target,
                 source,
             }
         } else {
-            Error::Docker {
+            EngineError::Api {
                 action,
                 target,
                 source,
@@ -426,32 +510,85 @@ impl Error {
         }
     }
 
-    /// Whether the engine looks down rather than broken: its socket is missing or refuses
-    /// connections, as while it restarts. A permission error or a hung engine is not.
-    pub(crate) fn engine_down(&self) -> bool {
+    fn down(&self) -> bool {
         use std::io::ErrorKind as K;
         match self {
-            Error::DockerConnect { source, .. } | Error::DockerUnreachable { source, .. } => {
+            EngineError::Connect { source, .. } | EngineError::Unreachable { source, .. } => {
                 matches!(source, bollard::errors::Error::SocketNotFoundError(_))
                     || matches!(
                         io_kind(source),
                         Some(K::ConnectionRefused | K::NotFound | K::ConnectionReset)
                     )
             }
-            _ => false,
+            EngineError::Permission { .. } | EngineError::Api { .. } => false,
+        }
+    }
+}
+
+impl PullError {
+    /// What the registry's answer meant.
+    pub(crate) fn failure_kind(&self) -> PullFailure {
+        match self {
+            PullError::Failed { failure, .. } => *failure,
+            PullError::NotFound { .. } | PullError::NotPresent { .. } => PullFailure::NotFound,
+            PullError::Denied { .. } => PullFailure::Denied,
+            PullError::PullThrough { .. } => PullFailure::Other,
         }
     }
 
-    /// Whether the driver lost the engine: it is down, or a request to it was cut off or
-    /// timed out.
-    pub(crate) fn engine_lost(&self) -> bool {
-        matches!(self, Error::DockerUnreachable { .. }) || self.engine_down()
+    /// The registry's or engine's own words, where it gave some; else the whole message.
+    pub(crate) fn reason(&self) -> String {
+        match self {
+            PullError::Failed { message, .. }
+            | PullError::NotFound { message, .. }
+            | PullError::Denied { message, .. } => message.clone(),
+            PullError::PullThrough { .. } | PullError::NotPresent { .. } => self.to_string(),
+        }
     }
 
-    pub(crate) fn io(what: impl Into<String>, source: std::io::Error) -> Self {
-        Error::Io {
-            what: what.into(),
-            source,
+    /// A pull that failed is the registry's, the network's or the operator's credentials'
+    /// doing, never the job's: the job's own mistakes (its reference, its policy) are
+    /// [`PolicyError`]s decided before the pull.
+    pub(crate) fn failure(&self) -> Failure {
+        match self {
+            PullError::Failed { .. }
+            | PullError::NotFound { .. }
+            | PullError::Denied { .. }
+            | PullError::PullThrough { .. }
+            | PullError::NotPresent { .. } => Failure::System,
+        }
+    }
+}
+
+impl AuthError {
+    pub(crate) fn failure(&self) -> Failure {
+        match self {
+            AuthError::NoIdToken { .. }
+            | AuthError::NoJobRole { .. }
+            | AuthError::JobRoleNotAllowed { .. }
+            | AuthError::StsRejected { .. } => Failure::Build,
+            AuthError::AwsDenied { whose, .. } | AuthError::DockerAuthConfig { whose, .. } => {
+                whose.failure()
+            }
+            AuthError::NoAwsCredentials { .. }
+            | AuthError::AwsCredentialsFailed { .. }
+            | AuthError::AwsUnavailable { .. } => Failure::System,
+        }
+    }
+}
+
+impl StageError {
+    pub(crate) fn failure(&self) -> Failure {
+        match self {
+            StageError::ScriptFailed { .. } | StageError::EntrypointExited { .. } => Failure::Build,
+            StageError::ContainerGone { .. }
+            | StageError::NotRunning { .. }
+            | StageError::ContainerStopped { .. }
+            | StageError::NoExitStatus { .. }
+            | StageError::ScriptRead { .. }
+            | StageError::Cancelled { .. }
+            | StageError::DoctorFound { .. }
+            | StageError::Io { .. } => Failure::System,
         }
     }
 }
@@ -489,48 +626,61 @@ mod tests {
     #[test]
     fn only_job_controlled_errors_are_build_failures() {
         assert_eq!(
-            Error::ScriptFailed {
+            Error::from(StageError::ScriptFailed {
                 stage: "build_script".into(),
                 code: 7
-            }
+            })
             .failure(),
             Failure::Build
         );
-        assert_eq!(Error::NoImage.failure(), Failure::Build);
+        assert_eq!(Error::from(PolicyError::NoImage).failure(), Failure::Build);
         assert_eq!(
-            Error::Pull {
+            Error::from(PullError::Failed {
                 image: "x".into(),
-                message: "boom".into()
-            }
+                message: "boom".into(),
+                failure: PullFailure::Other,
+            })
             .failure(),
             Failure::System
         );
         assert_eq!(
-            Error::Cancelled { what: "run".into() }.failure(),
+            Error::from(StageError::Cancelled { what: "run".into() }).failure(),
             Failure::System
         );
         assert_eq!(
-            Error::MissingVariable {
+            Error::from(ConfigError::MissingVariable {
                 name: "CUSTOM_ENV_CI_JOB_ID"
-            }
+            })
             .failure(),
+            Failure::System
+        );
+        let denied = |whose| AuthError::AwsDenied {
+            action: "ecr:GetAuthorizationToken",
+            registry: "r".into(),
+            message: "m".into(),
+            whose,
+            principal: None,
+        };
+        assert_eq!(Error::from(denied(Whose::Job)).failure(), Failure::Build);
+        assert_eq!(
+            Error::from(denied(Whose::Runner)).failure(),
             Failure::System
         );
     }
 
     #[test]
     fn script_exit_code_only_for_script_failures() {
-        let e = Error::ScriptFailed {
+        let e = Error::from(StageError::ScriptFailed {
             stage: "build_script".into(),
             code: 7,
-        };
+        });
         assert_eq!(e.script_exit_code(), Some(7));
-        assert_eq!(Error::NoImage.script_exit_code(), None);
+        assert_eq!(Error::from(PolicyError::NoImage).script_exit_code(), None);
     }
 
     #[test]
     fn entrypoint_message_suggests_override() {
-        let e = Error::EntrypointExited {
+        let e = StageError::EntrypointExited {
             container: "c".into(),
             image: "img:1".into(),
             exit_code: 1,

@@ -12,6 +12,9 @@ pub(crate) const LABEL_PREFIX: &str = "ecr-executor.";
 pub(crate) const LABEL_JOB: &str = "ecr-executor.job";
 /// Marks every resource the driver manages.
 pub(crate) const LABEL_MANAGED: &str = "ecr-executor.managed";
+/// When a per-job resource counts as abandoned (unix seconds): the job's timeout plus
+/// [`LIFETIME_MARGIN`], when the containers' keep-alive ends too.
+pub(crate) const LABEL_EXPIRES_AT: &str = "ecr-executor.expires-at";
 
 /// Extra lifetime beyond the job timeout before a container counts as abandoned.
 pub(crate) const LIFETIME_MARGIN: Duration = Duration::from_secs(15 * 60);
@@ -93,7 +96,7 @@ impl Names {
         labels.insert(LABEL_JOB.into(), self.job.clone());
         labels.insert(label("job-id"), id.job_id.to_string());
         labels.insert(label("created-at"), lifetime.created.to_string());
-        labels.insert(label("expires-at"), lifetime.expires.to_string());
+        labels.insert(LABEL_EXPIRES_AT.into(), lifetime.expires.to_string());
         labels
     }
 

@@ -11,7 +11,7 @@ use proptest::prelude::*;
 use crate::auth::cache::{CacheKey, DiskCache};
 use crate::auth::docker_config::DockerAuthConfig;
 use crate::config::Config;
-use crate::error::{Error, Failure};
+use crate::error::{Error, Failure, PolicyError};
 use crate::job::payload::ServiceSpec;
 use crate::job::{Env, JobPayload};
 use crate::reference::ImageRef;
@@ -114,7 +114,7 @@ proptest! {
     fn cache_files_never_panic_nor_serve_garbage(bytes in prop::collection::vec(any::<u8>(), 0..400)) {
         let dir = tempfile::tempdir().unwrap();
         let cache = DiskCache::open(dir.path()).unwrap();
-        let key = CacheKey { partition: "aws".into(), region: "eu-west-1".into(), registry_id: "123456789012".into(), fingerprint: "f".into() };
+        let key = CacheKey { partition: "aws".into(), region: "eu-west-1".into(), registry_id: "123456789012".into(), fips: false, fingerprint: "f".into() };
         // Plant the bytes where the entry would be.
         let now = 1_000_000;
         let token = crate::auth::cache::CachedToken {
@@ -166,7 +166,10 @@ fn nasty_image_names() {
     for (payload, message) in cases {
         let err = plan(payload, "").unwrap_err();
         assert_eq!(err.failure(), Failure::Build, "{err}");
-        assert!(matches!(err, Error::InvalidImage { .. }), "{err}");
+        assert!(
+            matches!(err, Error::Policy(PolicyError::InvalidImage { .. })),
+            "{err}"
+        );
         assert!(
             err.to_string().contains(message),
             "{message:?} not in {err}"

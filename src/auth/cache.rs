@@ -2,8 +2,9 @@
 //!
 //! - Layout: one directory (mode 0700, owned by the runner user) with one `<key>.json` entry
 //!   (mode 0600) and one `<key>.lock` per registry and identity. The key is a hash of
-//!   partition, region, registry id and an identity fingerprint, so neither file names nor
-//!   contents reveal the access key.
+//!   partition, region, registry id, endpoint kind (FIPS or standard) and an identity
+//!   fingerprint, so neither file names nor contents reveal the access key, and a FIPS
+//!   registry never gets a token a standard endpoint issued.
 //! - Concurrency: entries are replaced atomically (write a temp file, fsync, rename), so a
 //!   reader never sees half a file; a process that misses takes the key's exclusive lock,
 //!   looks again, and only then calls AWS, so N concurrent jobs make one call.
@@ -12,10 +13,11 @@
 //!   entries are deleted; an expired token is never used as a fallback.
 //! - Job-identity tokens never come here.
 
-use std::fs::{self, DirBuilder, File, OpenOptions};
+use std::fs::{self, DirBuilder, File, OpenOptions, TryLockError};
 use std::io::{self, Write};
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
@@ -26,23 +28,38 @@ use crate::util::hex;
 
 /// An entry is never used when it expires within this many seconds.
 pub(crate) const MIN_REMAINING: u64 = 5 * 60;
-const VERSION: u32 = 1;
+/// Version 2 added the endpoint kind: version 1 entries (which may hold a standard
+/// endpoint's token for a FIPS registry) are never read.
+const VERSION: u32 = 2;
+/// How often a process waiting for a key's lock tries it again.
+const LOCK_RETRY: Duration = Duration::from_millis(20);
 
-/// What an entry is for. `fingerprint` identifies the runner identity without revealing it.
+/// What a token is for: the identity of a token, in this process's memo and on disk.
+/// `fingerprint` identifies the identity without revealing it.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub(crate) struct CacheKey {
     pub partition: String,
     pub region: String,
     pub registry_id: String,
+    /// Whether FIPS endpoints issued the token (a FIPS registry's hostname).
+    pub fips: bool,
     pub fingerprint: String,
 }
 
 impl CacheKey {
+    fn endpoint(&self) -> &'static str {
+        if self.fips { "fips" } else { "standard" }
+    }
+
     fn stem(&self) -> String {
         let digest = Sha256::digest(
             format!(
-                "ecr-executor/cache/v{VERSION}\0{}\0{}\0{}\0{}",
-                self.partition, self.region, self.registry_id, self.fingerprint
+                "ecr-executor/cache/v{VERSION}\0{}\0{}\0{}\0{}\0{}",
+                self.partition,
+                self.region,
+                self.registry_id,
+                self.endpoint(),
+                self.fingerprint
             )
             .as_bytes(),
         );
@@ -72,6 +89,8 @@ struct Entry<P> {
     partition: String,
     region: String,
     registry_id: String,
+    #[serde(default)]
+    fips: bool,
     fingerprint: String,
     username: String,
     password: P,
@@ -134,6 +153,7 @@ impl DiskCache {
                 && e.partition == key.partition
                 && e.region == key.region
                 && e.registry_id == key.registry_id
+                && e.fips == key.fips
                 && e.fingerprint == key.fingerprint
         });
         match valid {
@@ -154,21 +174,41 @@ impl DiskCache {
         }
     }
 
-    /// Takes the key's exclusive lock, waiting for another process that holds it.
-    pub(crate) async fn lock(&self, key: &CacheKey) -> io::Result<KeyLock> {
-        let path = self.dir.join(format!("{}.lock", key.stem()));
-        tokio::task::spawn_blocking(move || {
-            let file = OpenOptions::new()
-                .create(true)
-                .truncate(false)
-                .write(true)
-                .mode(0o600)
-                .open(path)?;
-            file.lock()?;
-            Ok(KeyLock(file))
-        })
-        .await
-        .map_err(io::Error::other)?
+    /// Takes the key's exclusive lock, waiting up to `limit` for another process that holds
+    /// it (one fetching the same token); `on_wait` runs once if it has to wait. The wait polls
+    /// without blocking a thread, so dropping the future (a cancelled prepare) ends it at
+    /// once; past `limit` it fails with [`io::ErrorKind::TimedOut`].
+    pub(crate) async fn lock(
+        &self,
+        key: &CacheKey,
+        limit: Duration,
+        on_wait: impl FnOnce(),
+    ) -> io::Result<KeyLock> {
+        let file = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .mode(0o600)
+            .open(self.dir.join(format!("{}.lock", key.stem())))?;
+        let deadline = tokio::time::Instant::now() + limit;
+        let mut on_wait = Some(on_wait);
+        loop {
+            match file.try_lock() {
+                Ok(()) => return Ok(KeyLock(file)),
+                Err(TryLockError::WouldBlock) => {}
+                Err(TryLockError::Error(e)) => return Err(e),
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    format!("another process held it for {} s", limit.as_secs()),
+                ));
+            }
+            if let Some(f) = on_wait.take() {
+                f();
+            }
+            tokio::time::sleep(LOCK_RETRY).await;
+        }
     }
 
     /// Stores a token atomically, then purges expired entries. Tokens that would not be
@@ -182,6 +222,7 @@ impl DiskCache {
             partition: key.partition.clone(),
             region: key.region.clone(),
             registry_id: key.registry_id.clone(),
+            fips: key.fips,
             fingerprint: key.fingerprint.clone(),
             username: token.login.username.clone(),
             password: token.login.password.expose_secret(),
@@ -244,6 +285,7 @@ mod tests {
             partition: "aws".into(),
             region: "eu-west-1".into(),
             registry_id: id.into(),
+            fips: false,
             fingerprint: "fp".into(),
         }
     }
@@ -342,6 +384,63 @@ mod tests {
             .unwrap();
         assert!(!cache.entry_path(&key("111111111111")).exists());
         assert!(cache.entry_path(&key("222222222222")).exists());
+    }
+
+    /// Issue 22, defect 3: the wait for a lock another holder keeps is bounded, and dropping
+    /// it (a cancel) ends it at once instead of waiting in a blocking thread the runtime must
+    /// join before the process can exit.
+    #[test]
+    fn a_held_lock_is_waited_for_within_a_bound_and_a_cancel_ends_the_wait() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = DiskCache::open(dir.path()).unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let k = key("111111111111");
+        // flock(2) locks belong to an open file: another open of the file is another holder.
+        let held = rt.block_on(cache.lock(&k, Duration::ZERO, || {})).unwrap();
+        let waited = std::cell::Cell::new(0);
+        let start = std::time::Instant::now();
+        let err = rt
+            .block_on(cache.lock(&k, Duration::from_millis(300), || {
+                waited.set(waited.get() + 1)
+            }))
+            .err()
+            .unwrap();
+        assert_eq!(err.kind(), io::ErrorKind::TimedOut, "{err}");
+        assert!(start.elapsed() >= Duration::from_millis(300));
+        assert_eq!(waited.get(), 1, "told once that it waits");
+
+        let cancel = tokio_util::sync::CancellationToken::new();
+        let start = std::time::Instant::now();
+        let ended = rt.block_on(async {
+            tokio::spawn({
+                let cancel = cancel.clone();
+                async move {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    cancel.cancel();
+                }
+            });
+            tokio::select! {
+                _ = cache.lock(&k, Duration::from_secs(60), || {}) => false,
+                () = cancel.cancelled() => true,
+            }
+        });
+        drop(rt);
+        assert!(
+            ended && start.elapsed() < Duration::from_secs(2),
+            "{:?}",
+            start.elapsed()
+        );
+
+        drop(held);
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(cache.lock(&k, Duration::ZERO, || panic!("free: no wait")))
+            .unwrap();
     }
 
     #[test]

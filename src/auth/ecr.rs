@@ -24,7 +24,9 @@ use std::future::Future;
 
 use super::login::Login;
 use super::target::{EcrTarget, Identity};
-use crate::error::{Error, Result, sources};
+use crate::error::{AuthError, Whose, sources};
+
+type Result<T, E = AuthError> = std::result::Result<T, E>;
 
 /// Fetches a token from AWS. The seam where unit tests substitute a fake.
 pub(crate) trait TokenFetcher {
@@ -107,7 +109,7 @@ impl AwsFetcher {
             .get_caller_identity()
             .send()
             .await
-            .map_err(|e| aws_error(e, "sts:GetCallerIdentity", target, false, None))?;
+            .map_err(|e| aws_error(e, "sts:GetCallerIdentity", target, Whose::Runner, None))?;
         Ok(out.arn().unwrap_or("(no ARN in the answer)").to_owned())
     }
 }
@@ -136,7 +138,9 @@ impl TokenFetcher for AwsFetcher {
                             .duration_seconds(900)
                             .send()
                             .await
-                            .map_err(|e| aws_error(e, "sts:AssumeRole", target, false, None))?;
+                            .map_err(|e| {
+                                aws_error(e, "sts:AssumeRole", target, Whose::Runner, None)
+                            })?;
                         let arn = out.assumed_role_user().map(|u| u.arn().to_owned());
                         let credentials = session_credentials(out.credentials(), target)?;
                         (sdk, Some(credentials), arn)
@@ -161,7 +165,10 @@ impl TokenFetcher for AwsFetcher {
                 (sdk, Some(credentials), arn)
             }
         };
-        let job_identity = matches!(identity, Identity::Job { .. });
+        let whose = match identity {
+            Identity::Job { .. } => Whose::Job,
+            Identity::Runner { .. } => Whose::Runner,
+        };
 
         // Who the runner's own identity is (sts:GetCallerIdentity, which needs no permission),
         // asked beside the token call: the job log and the audit trail name it, and so does
@@ -230,12 +237,12 @@ impl TokenFetcher for AwsFetcher {
         };
         let (answer, arn) = tokio::join!(token_call, caller);
         let (token, expires_at) = answer.map_err(|(error, action)| match error {
-            TokenCallError::Ecr(e) => aws_error(e, action, target, job_identity, arn.as_deref()),
-            TokenCallError::Public(e) => aws_error(e, action, target, job_identity, arn.as_deref()),
+            TokenCallError::Ecr(e) => aws_error(e, action, target, whose, arn.as_deref()),
+            TokenCallError::Public(e) => aws_error(e, action, target, whose, arn.as_deref()),
         })?;
         let token = SecretString::from(token.unwrap_or_default());
         let (username, password) =
-            decode_token(token.expose_secret()).ok_or_else(|| Error::AwsUnavailable {
+            decode_token(token.expose_secret()).ok_or_else(|| AuthError::AwsUnavailable {
                 action: "ecr:GetAuthorizationToken",
                 registry: registry.clone(),
                 region: target.region.clone(),
@@ -282,7 +289,7 @@ fn session_credentials(
     c: Option<&aws_sdk_sts::types::Credentials>,
     target: &EcrTarget,
 ) -> Result<Credentials> {
-    let c = c.ok_or_else(|| Error::AwsUnavailable {
+    let c = c.ok_or_else(|| AuthError::AwsUnavailable {
         action: "sts",
         registry: target.host.clone(),
         region: target.region.clone(),
@@ -401,25 +408,25 @@ fn aws_error<E, R>(
     err: SdkError<E, R>,
     action: &'static str,
     target: &EcrTarget,
-    job_identity: bool,
+    whose: Whose,
     principal: Option<&str>,
-) -> Error
+) -> AuthError
 where
     E: ProvideErrorMetadata + std::error::Error + 'static,
     R: std::fmt::Debug + 'static,
 {
     let registry = target.host.clone();
     match cause(&err) {
-        Cause::NoCredentials => Error::NoAwsCredentials { registry },
-        Cause::CredentialsFailed(message) => Error::AwsCredentialsFailed { registry, message },
-        Cause::Refused(message) => Error::AwsDenied {
+        Cause::NoCredentials => AuthError::NoAwsCredentials { registry },
+        Cause::CredentialsFailed(message) => AuthError::AwsCredentialsFailed { registry, message },
+        Cause::Refused(message) => AuthError::AwsDenied {
             action,
             registry,
             message,
-            job_identity,
+            whose,
             principal: principal.map(str::to_owned),
         },
-        Cause::Unavailable(message) => Error::AwsUnavailable {
+        Cause::Unavailable(message) => AuthError::AwsUnavailable {
             action,
             registry,
             region: target.region.clone(),
@@ -428,7 +435,7 @@ where
     }
 }
 
-fn web_identity_error<E, R>(err: SdkError<E, R>, role_arn: &str, target: &EcrTarget) -> Error
+fn web_identity_error<E, R>(err: SdkError<E, R>, role_arn: &str, target: &EcrTarget) -> AuthError
 where
     E: ProvideErrorMetadata + std::error::Error + 'static,
     R: std::fmt::Debug + 'static,
@@ -455,12 +462,12 @@ where
                 err,
                 "sts:AssumeRoleWithWebIdentity",
                 target,
-                true,
+                Whose::Job,
                 Some(role_arn),
             );
         }
     };
-    Error::StsRejected {
+    AuthError::StsRejected {
         role_arn: role_arn.to_owned(),
         code,
         hint,
@@ -504,7 +511,7 @@ mod tests {
             error,
             "ecr:GetAuthorizationToken",
             &target("eu-west-9"),
-            false,
+            Whose::Runner,
             None,
         );
         assert_eq!(err.failure(), crate::error::Failure::System);
@@ -535,7 +542,7 @@ mod tests {
                 dispatch(message),
                 "sts:AssumeRole",
                 &target("eu-west-1"),
-                false,
+                Whose::Runner,
                 None,
             );
             assert!(err.to_string().contains(phrase), "{message}: {err}");

@@ -32,7 +32,9 @@ use self::login::Login;
 use self::target::{EcrTarget, Identity};
 use crate::config::Config;
 use crate::config::ecr::IdentityMode;
-use crate::error::{Error, Result};
+use crate::error::{AuthError, Whose};
+
+type Result<T, E = AuthError> = std::result::Result<T, E>;
 use crate::job::Env;
 use crate::job::payload::Credential;
 use crate::output;
@@ -129,7 +131,7 @@ pub(crate) struct Resolver<'a, F = AwsFetcher> {
     config: &'a Config,
     env: &'a Env,
     fetcher: F,
-    memo: Mutex<HashMap<String, Memo>>,
+    memo: Mutex<HashMap<CacheKey, Memo>>,
     docker_auth: OnceLock<Result<DockerAuthSources, DockerAuthError>>,
     payload_auth: DockerAuthConfig,
 }
@@ -145,7 +147,7 @@ struct DockerAuthSources {
 
 /// A `DOCKER_AUTH_CONFIG` that did not parse: whose it was, and why.
 struct DockerAuthError {
-    from_job: bool,
+    whose: Whose,
     message: String,
 }
 
@@ -270,7 +272,7 @@ impl<'a, F: TokenFetcher> Resolver<'a, F> {
         };
         match (target.mode, token) {
             (IdentityMode::Runner, _) | (IdentityMode::Auto, None) => Ok(runner()),
-            (IdentityMode::Job, None) => Err(Error::NoIdToken {
+            (IdentityMode::Job, None) => Err(AuthError::NoIdToken {
                 registry: target.host.clone(),
                 variable: target.id_token_variable.clone(),
             }),
@@ -292,12 +294,12 @@ impl<'a, F: TokenFetcher> Resolver<'a, F> {
                 {
                     Ok(requested.to_owned())
                 } else {
-                    Err(Error::JobRoleNotAllowed {
+                    Err(AuthError::JobRoleNotAllowed {
                         role_arn: requested.to_owned(),
                     })
                 }
             }
-            None => target.role_arn.clone().ok_or_else(|| Error::NoJobRole {
+            None => target.role_arn.clone().ok_or_else(|| AuthError::NoJobRole {
                 registry: target.host.clone(),
             }),
         }
@@ -306,26 +308,35 @@ impl<'a, F: TokenFetcher> Resolver<'a, F> {
     /// The token for an ECR registry: from this process, the disk cache, or AWS.
     pub(crate) async fn ecr_token(&self, target: &EcrTarget) -> Result<Arc<Token>> {
         let identity = self.identity(target)?;
-        let memo_key = format!(
-            "{}\0{}\0{}\0{}",
-            target.partition,
-            target.region,
-            target.registry_id.as_deref().unwrap_or("public"),
-            self.fingerprint(&identity)
-        );
+        let key = self.token_key(target, &identity);
         let cell = self
             .memo
             .lock()
             .expect("memo lock")
-            .entry(memo_key)
+            .entry(key.clone())
             .or_default()
             .clone();
-        cell.get_or_try_init(|| async { self.load(target, &identity).await.map(Arc::new) })
+        cell.get_or_try_init(|| async { self.load(target, &identity, &key).await.map(Arc::new) })
             .await
             .cloned()
     }
 
-    async fn load(&self, target: &EcrTarget, identity: &Identity) -> Result<Token> {
+    /// What tells one token from another, here and in the disk cache: the registry, the
+    /// endpoint kind that issues it and the identity.
+    fn token_key(&self, target: &EcrTarget, identity: &Identity) -> CacheKey {
+        CacheKey {
+            partition: target.partition.to_string(),
+            region: target.region.clone(),
+            registry_id: target
+                .registry_id
+                .clone()
+                .unwrap_or_else(|| "public".into()),
+            fips: target.fips,
+            fingerprint: self.fingerprint(identity),
+        }
+    }
+
+    async fn load(&self, target: &EcrTarget, identity: &Identity, key: &CacheKey) -> Result<Token> {
         let session = session_name(self.env);
         let fetched = |f: FetchedToken| {
             token(
@@ -355,19 +366,17 @@ impl<'a, F: TokenFetcher> Resolver<'a, F> {
         let Some(cache) = cache else {
             return Ok(fetched(self.fetch(target, identity).await?));
         };
-        let key = CacheKey {
-            partition: target.partition.to_string(),
-            region: target.region.clone(),
-            registry_id: target
-                .registry_id
-                .clone()
-                .unwrap_or_else(|| "public".into()),
-            fingerprint: self.fingerprint(identity),
-        };
-        if let Some(hit) = cache.read_fresh(&key, unix_now()) {
+        if let Some(hit) = cache.read_fresh(key, unix_now()) {
             return Ok(cached(hit));
         }
-        let _lock = match cache.lock(&key).await {
+        let waiting = || {
+            output::info(format!(
+                "Waiting for another job that is fetching the same token for {} (the credential \
+                 cache lock) ...",
+                target.host
+            ));
+        };
+        let _lock = match cache.lock(key, self.lock_limit(), waiting).await {
             Ok(lock) => Some(lock),
             Err(e) => {
                 output::warn(format!(
@@ -376,7 +385,7 @@ impl<'a, F: TokenFetcher> Resolver<'a, F> {
                 None
             }
         };
-        if let Some(hit) = cache.read_fresh(&key, unix_now()) {
+        if let Some(hit) = cache.read_fresh(key, unix_now()) {
             return Ok(cached(hit));
         }
         let new = self.fetch(target, identity).await?;
@@ -386,10 +395,17 @@ impl<'a, F: TokenFetcher> Resolver<'a, F> {
             expires_at: new.expires_at,
             arn: new.arn.clone(),
         };
-        if let Err(e) = cache.store(&key, &entry, unix_now()) {
+        if let Err(e) = cache.store(key, &entry, unix_now()) {
             output::warn(format!("could not update the ECR credential cache: {e}"));
         }
         Ok(fetched(new))
+    }
+
+    /// How long a process waits for another that fetches the same token: that one's STS and
+    /// ECR calls, each with every attempt, and a little more. Then it fetches on its own.
+    fn lock_limit(&self) -> Duration {
+        let ecr = &self.config.ecr;
+        Duration::from_secs(2 * ecr.timeout_seconds * u64::from(ecr.max_attempts) + 5)
     }
 
     /// A fresh token from AWS, past every cache and without storing it: what `doctor`
@@ -473,14 +489,14 @@ impl<'a, F: TokenFetcher> Resolver<'a, F> {
 
     fn docker_auth_login(&self, image: &ImageRef) -> Result<Option<(&Login, &'static str)>> {
         let sources = self.docker_auth.get_or_init(|| {
-            let parse = |text: Option<&str>, from_job| {
+            let parse = |text: Option<&str>, whose| {
                 text.map(DockerAuthConfig::parse)
                     .transpose()
-                    .map_err(|message| DockerAuthError { from_job, message })
+                    .map_err(|message| DockerAuthError { whose, message })
             };
             Ok(DockerAuthSources {
-                job: parse(self.env.vars.get("DOCKER_AUTH_CONFIG"), true)?,
-                runner: parse(self.env.docker_auth_config.as_deref(), false)?,
+                job: parse(self.env.vars.get("DOCKER_AUTH_CONFIG"), Whose::Job)?,
+                runner: parse(self.env.docker_auth_config.as_deref(), Whose::Runner)?,
                 runner_file: self.runner_docker_config(),
             })
         });
@@ -496,14 +512,13 @@ impl<'a, F: TokenFetcher> Resolver<'a, F> {
                 let login = self.payload_auth.find(image)?;
                 Some((login, "the job's registry credentials"))
             })),
-            Err(e) => Err(Error::DockerAuthConfig {
-                origin: if e.from_job {
-                    "(the job's variable)"
-                } else {
-                    "(the runner's environment)"
+            Err(e) => Err(AuthError::DockerAuthConfig {
+                origin: match e.whose {
+                    Whose::Job => "(the job's variable)",
+                    Whose::Runner => "(the runner's environment)",
                 },
                 message: e.message.clone(),
-                from_job: e.from_job,
+                whose: e.whose,
             }),
         }
     }

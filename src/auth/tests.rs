@@ -13,6 +13,8 @@ use crate::policy::AllowList;
 
 struct Fake {
     calls: AtomicUsize,
+    /// How many of the calls were for FIPS endpoints.
+    fips_calls: AtomicUsize,
     lifetime: u64,
 }
 
@@ -20,6 +22,7 @@ impl Fake {
     fn new(lifetime: u64) -> Fake {
         Fake {
             calls: AtomicUsize::new(0),
+            fips_calls: AtomicUsize::new(0),
             lifetime,
         }
     }
@@ -33,6 +36,9 @@ impl TokenFetcher for Fake {
         _session: &str,
     ) -> Result<FetchedToken> {
         self.calls.fetch_add(1, Ordering::SeqCst);
+        if target.fips {
+            self.fips_calls.fetch_add(1, Ordering::SeqCst);
+        }
         tokio::task::yield_now().await;
         let who = match identity {
             Identity::Runner { .. } => "runner",
@@ -211,7 +217,7 @@ fn identity_follows_the_mode_and_the_token() {
     ]);
     let r = Resolver::with_fetcher(&c, &refused, Fake::new(0));
     let err = r.identity(&t).unwrap_err();
-    assert!(matches!(err, Error::JobRoleNotAllowed { .. }), "{err}");
+    assert!(matches!(err, AuthError::JobRoleNotAllowed { .. }), "{err}");
     assert_eq!(err.failure(), crate::error::Failure::Build);
 
     let job_only = config("[ecr]\nidentity = \"job\"\nid_token_variable = \"AWS_TOKEN\"");
@@ -227,7 +233,7 @@ fn identity_follows_the_mode_and_the_token() {
     let no_role = config("");
     let r = Resolver::with_fetcher(&no_role, &with_token, Fake::new(0));
     let err = r.identity(&r.ecr_target(HOST).unwrap()).unwrap_err();
-    assert!(matches!(err, Error::NoJobRole { .. }), "{err}");
+    assert!(matches!(err, AuthError::NoJobRole { .. }), "{err}");
 }
 
 #[test]
@@ -306,6 +312,52 @@ fn runner_tokens_are_cached_across_processes_job_tokens_are_not() {
     assert_eq!(entries, 1);
 }
 
+/// Issue 22, defect 5: a FIPS registry never reuses a token a standard endpoint issued for
+/// the same account, region and identity, in this process or through the disk cache.
+#[test]
+fn fips_and_standard_endpoints_never_share_a_token() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = config(&format!("[ecr]\ncache_dir = {:?}", dir.path()));
+    let e = env(&[]);
+    let standard = "123456789012.dkr.ecr.us-east-1.amazonaws.com";
+    let fips = "123456789012.dkr.ecr-fips.us-east-1.amazonaws.com";
+    let r = Resolver::with_fetcher(&c, &e, Fake::new(12 * 3600));
+    rt().block_on(async {
+        r.ecr_token(&r.ecr_target(standard).unwrap()).await.unwrap();
+        let t = r.ecr_token(&r.ecr_target(fips).unwrap()).await.unwrap();
+        assert_eq!(t.source, Source::Aws);
+    });
+    assert_eq!(
+        r.fetcher.calls.load(Ordering::SeqCst),
+        2,
+        "one per endpoint kind"
+    );
+    assert_eq!(r.fetcher.fips_calls.load(Ordering::SeqCst), 1);
+
+    // Another process: each kind finds its own entry on disk.
+    let r = Resolver::with_fetcher(&c, &e, Fake::new(12 * 3600));
+    rt().block_on(async {
+        for host in [standard, fips] {
+            let t = r.ecr_token(&r.ecr_target(host).unwrap()).await.unwrap();
+            assert_eq!(t.source, Source::Cache, "{host}");
+        }
+    });
+    assert_eq!(r.fetcher.calls.load(Ordering::SeqCst), 0);
+
+    // A cache that holds only the standard endpoint's token makes the FIPS registry fetch.
+    let only_standard = tempfile::tempdir().unwrap();
+    let c = config(&format!("[ecr]\ncache_dir = {:?}", only_standard.path()));
+    let r = Resolver::with_fetcher(&c, &e, Fake::new(12 * 3600));
+    rt().block_on(r.ecr_token(&r.ecr_target(standard).unwrap()))
+        .unwrap();
+    let r = Resolver::with_fetcher(&c, &e, Fake::new(12 * 3600));
+    let t = rt()
+        .block_on(r.ecr_token(&r.ecr_target(fips).unwrap()))
+        .unwrap();
+    assert_eq!(t.source, Source::Aws);
+    assert_eq!(r.fetcher.fips_calls.load(Ordering::SeqCst), 1);
+}
+
 #[test]
 fn short_lived_tokens_are_not_cached() {
     let dir = tempfile::tempdir().unwrap();
@@ -353,7 +405,13 @@ fn docker_auth_config_job_beats_runner() {
         .block_on(r.credentials_for(&ImageRef::parse("reg.example.com/a").unwrap()))
         .unwrap_err();
     assert!(
-        matches!(err, Error::DockerAuthConfig { from_job: true, .. }),
+        matches!(
+            err,
+            AuthError::DockerAuthConfig {
+                whose: Whose::Job,
+                ..
+            }
+        ),
         "{err}"
     );
 }

@@ -23,7 +23,7 @@ use self::container::{ContainerSettings, Resources, ServiceSettings};
 use self::docker::DockerConfig;
 use self::ecr::{EcrConfig, RegistryConfig};
 use self::pull_through::PullThrough;
-use crate::error::{Error, Result};
+use crate::error::{ConfigError, Error, Result};
 use crate::naming::LABEL_PREFIX;
 use crate::policy::AllowList;
 use crate::pull_policy::{PolicySource, PullPolicy};
@@ -176,11 +176,14 @@ impl Config {
                 default
             }
         };
-        let text = std::fs::read_to_string(&path).map_err(|source| Error::ConfigRead {
-            path: path.clone(),
-            source,
+        let text = std::fs::read_to_string(&path).map_err(|source| {
+            Error::Config(ConfigError::Read {
+                path: path.clone(),
+                source,
+            })
         })?;
-        Config::parse(&text).map_err(|message| Error::ConfigInvalid { path, message })
+        Config::parse(&text)
+            .map_err(|message| Error::Config(ConfigError::Invalid { path, message }))
     }
 
     /// Parses and validates a config text.

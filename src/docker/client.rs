@@ -10,7 +10,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
-use crate::error::{Error, Result};
+use crate::error::{ConfigError, EngineError, Error, Result};
 use crate::job::Env;
 
 /// Engine API version the driver requests: Docker 20.10 and newer, and Podman, accept it.
@@ -63,12 +63,12 @@ pub(crate) fn connect(config: &Config, env: &Env) -> Result<Docker> {
     } else if host.starts_with("tcp://") || host.starts_with("http://") {
         Docker::connect_with_http(&host, REQUEST_TIMEOUT_SECS, &API_VERSION)
     } else {
-        return Err(Error::InvalidVariable {
+        return Err(Error::Config(ConfigError::InvalidVariable {
             name: "docker host".into(),
             reason: format!("{host:?} is neither unix:// nor tcp://"),
-        });
+        }));
     };
-    result.map_err(|source| Error::DockerConnect { host, source })
+    result.map_err(|source| Error::Engine(EngineError::Connect { host, source }))
 }
 
 /// Connects and pings, retrying every quarter second while the engine is down (its socket

@@ -21,7 +21,7 @@ use std::path::Path;
 
 use bollard::models::{ContainerCreateBody, HostConfigLogConfig, Mount, MountType};
 
-use crate::error::Error;
+use crate::error::{EngineError, Error};
 
 /// Where the job's directory appears in its containers.
 pub(crate) const MOUNT_POINT: &str = "/.ecr-executor";
@@ -95,10 +95,10 @@ pub(crate) fn unmount(body: &mut ContainerCreateBody) {
 pub(crate) fn engine_cannot_see(e: &Error) -> bool {
     matches!(
         e,
-        Error::Docker {
+        Error::Engine(EngineError::Api {
             source: bollard::errors::Error::DockerResponseServerError { status_code: 400, message },
             ..
-        } if message.contains("bind source path does not exist")
+        }) if message.contains("bind source path does not exist")
     )
 }
 
@@ -120,13 +120,15 @@ mod tests {
 
     #[test]
     fn only_a_missing_bind_source_means_the_engine_cannot_see() {
-        let refused = |status_code, message: &str| Error::Docker {
-            action: "create container",
-            target: "x".into(),
-            source: bollard::errors::Error::DockerResponseServerError {
-                status_code,
-                message: message.into(),
-            },
+        let refused = |status_code, message: &str| {
+            Error::Engine(EngineError::Api {
+                action: "create container",
+                target: "x".into(),
+                source: bollard::errors::Error::DockerResponseServerError {
+                    status_code,
+                    message: message.into(),
+                },
+            })
         };
         assert!(engine_cannot_see(&refused(
             400,

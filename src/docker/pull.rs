@@ -19,7 +19,7 @@ use super::client::is_not_found;
 use crate::auth::ecr::TokenFetcher;
 use crate::auth::{Credentials, Resolver};
 use crate::config::pull_through::{Fallback, Route};
-use crate::error::{Error, Result};
+use crate::error::{AuthError, Error, PolicyError, PullError, PullFailure, Result};
 use crate::output;
 use crate::pull_policy::PullPolicy;
 use crate::reference::ImageRef;
@@ -83,13 +83,13 @@ pub(crate) async fn ensure_image<F: TokenFetcher>(
             ));
             ensure(docker, image, policies, platform, auth, Announce::Plain).await
         }
-        Fallback::Fail => Err(Error::PullThrough {
+        Fallback::Fail => Err(Error::Pull(PullError::PullThrough {
             requested,
             routed,
             rule: route.rule + 1,
             upstream: route.upstream.clone(),
             reason,
-        }),
+        })),
     }
 }
 
@@ -98,25 +98,13 @@ pub(crate) async fn ensure_image<F: TokenFetcher>(
 /// server errors, an engine or network down), which no other registry would fix.
 fn not_served(error: &Error) -> Option<String> {
     match error {
-        Error::Pull { message, .. } => {
-            let lower = message.to_ascii_lowercase();
-            [
-                "not found",
-                "manifest unknown",
-                "name unknown",
-                "does not exist",
-                "denied",
-                "unauthorized",
-                "forbidden",
-            ]
-            .iter()
-            .any(|m| lower.contains(m))
-            .then(|| message.clone())
-        }
-        Error::ImageNotFound { message, .. } | Error::PullDenied { message, .. } => {
-            Some(message.clone())
-        }
-        Error::AwsDenied { .. } | Error::ImageNotPresent { .. } => Some(error.to_string()),
+        Error::Pull(e) => match e.failure_kind() {
+            PullFailure::Other => None,
+            PullFailure::NotFound | PullFailure::Denied | PullFailure::NeedsCredentials => {
+                Some(e.reason())
+            }
+        },
+        Error::Auth(AuthError::AwsDenied { .. }) => Some(error.to_string()),
         _ => None,
     }
 }
@@ -154,9 +142,11 @@ async fn ensure<F: TokenFetcher>(
                             pulled: false,
                         });
                     }
-                    None if *policy == PullPolicy::Never => Err(Error::ImageNotPresent {
-                        image: reference.clone(),
-                    }),
+                    None if *policy == PullPolicy::Never => {
+                        Err(Error::Pull(PullError::NotPresent {
+                            image: reference.clone(),
+                        }))
+                    }
                     None => pull(docker, image, platform, auth, announce).await,
                 }
             }
@@ -164,12 +154,13 @@ async fn ensure<F: TokenFetcher>(
         };
         match attempt {
             Ok(credentials) => {
-                let inspect = local_id(docker, &reference)
-                    .await?
-                    .ok_or_else(|| Error::Pull {
+                let inspect = local_id(docker, &reference).await?.ok_or_else(|| {
+                    Error::Pull(PullError::Failed {
                         image: reference.clone(),
                         message: "the image is missing right after the pull".into(),
-                    })?;
+                        failure: PullFailure::Other,
+                    })
+                })?;
                 return Ok(Pulled {
                     inspect,
                     reference,
@@ -185,10 +176,11 @@ async fn ensure<F: TokenFetcher>(
             }
         }
     }
-    Err(last.unwrap_or(Error::Pull {
+    Err(last.unwrap_or(Error::Pull(PullError::Failed {
         image: reference,
         message: "no pull policy to apply".into(),
-    }))
+        failure: PullFailure::Other,
+    })))
 }
 
 /// The local image, or `None` when it is not on the host.
@@ -201,12 +193,14 @@ async fn local_id(docker: &Docker, reference: &str) -> Result<Option<ImageInspec
         Err(bollard::errors::Error::DockerResponseServerError {
             status_code: 400,
             message,
-        }) if message.contains("invalid reference format") => Err(Error::InvalidImage {
-            image: reference.to_owned(),
-            reason: "this Docker engine does not accept it as a reference (older engines \
+        }) if message.contains("invalid reference format") => {
+            Err(Error::Policy(PolicyError::InvalidImage {
+                image: reference.to_owned(),
+                reason: "this Docker engine does not accept it as a reference (older engines \
                      refuse IPv6 registry hosts)"
-                .into(),
-        }),
+                    .into(),
+            }))
+        }
         Err(e) => Err(Error::docker("inspect image", reference, e)),
     }
 }
@@ -259,75 +253,89 @@ async fn pull<F: TokenFetcher>(
     Ok(credentials)
 }
 
+/// What the engine's words for a failed pull mean, decided once, here. Docker words a refusal
+/// "pull access denied for x, repository does not exist or may require 'docker login': denied:
+/// <the registry's reason>": the refusal goes first, and without credentials a refusal may
+/// hide a private image.
+fn classify(message: &str, sent_credentials: bool) -> PullFailure {
+    let lower = message.to_ascii_lowercase();
+    let has = |words: &[&str]| words.iter().any(|w| lower.contains(w));
+    if has(&[
+        "denied",
+        "unauthorized",
+        "forbidden",
+        "not authorized",
+        "no basic auth credentials",
+        "may require 'docker login'",
+    ]) {
+        if sent_credentials {
+            PullFailure::Denied
+        } else {
+            PullFailure::NeedsCredentials
+        }
+    } else if has(&[
+        "manifest unknown",
+        "not found",
+        "name unknown",
+        "does not exist",
+    ]) {
+        PullFailure::NotFound
+    } else {
+        PullFailure::Other
+    }
+}
+
 /// A failed pull as the error that names its fix: the image is not there (naming the ECR
-/// account, region, repository and tag), the registry refused these credentials (naming
+/// account, region, repository and tag), the registry refused the driver's ECR token (naming
 /// whose), or it wanted credentials the driver did not have.
 fn pull_error(image: &ImageRef, message: String, credentials: &Option<Credentials>) -> Error {
-    let lower = message.to_ascii_lowercase();
     let reference = image.pull_reference();
-    // Docker words a refusal "pull access denied ..., repository does not exist or may
-    // require 'docker login': denied: <the registry's reason>": the refusal goes first.
+    let failure = classify(&message, credentials.is_some());
     let token = credentials.as_ref().and_then(Credentials::token);
-    if let Some(token) = token
-        && (lower.contains("denied:") || lower.contains("not authorized"))
-    {
-        return Error::PullDenied {
+    let error = match (failure, token) {
+        (PullFailure::Denied, Some(token)) => PullError::Denied {
             image: reference,
             principal: token.arn.clone().unwrap_or_else(|| token.identity.clone()),
             message,
-        };
-    }
-    // Without credentials, a refusal may hide a private image: Docker's "repository does not
-    // exist or may require 'docker login'" is about credentials first.
-    let anonymous_refusal = credentials.is_none()
-        && (lower.contains("no basic auth credentials")
-            || lower.contains("unauthorized")
-            || lower.contains("may require 'docker login'")
-            || lower.contains("denied:"));
-    if anonymous_refusal {
-        return Error::Pull {
+        },
+        (PullFailure::NeedsCredentials, _) => PullError::Failed {
             image: reference,
             message: format!(
                 "{message} (the driver has no credentials for this registry: declare it as ECR \
                  with a `[[registry]]` entry in the driver config, or provide \
                  DOCKER_AUTH_CONFIG)"
             ),
-        };
-    }
-    if [
-        "manifest unknown",
-        "not found",
-        "name unknown",
-        "does not exist",
-    ]
-    .iter()
-    .any(|m| lower.contains(m))
-    {
-        let registry = match parse_ecr_host(image.registry_host()) {
-            Some(EcrHost::Private {
-                registry_id,
-                region,
-                ..
-            }) => format!("ECR registry {registry_id} in {region}"),
-            Some(EcrHost::Public) => "ECR Public".to_owned(),
-            None => format!("registry {}", image.registry_host()),
-        };
-        let wanted = match (&image.tag, &image.digest) {
-            (_, Some(digest)) => format!("{}@{digest}", image.repository),
-            (Some(tag), None) => format!("{}:{tag}", image.repository),
-            (None, None) => format!("{}:latest", image.repository),
-        };
-        return Error::ImageNotFound {
+            failure,
+        },
+        (PullFailure::NotFound, _) => {
+            let registry = match parse_ecr_host(image.registry_host()) {
+                Some(EcrHost::Private {
+                    registry_id,
+                    region,
+                    ..
+                }) => format!("ECR registry {registry_id} in {region}"),
+                Some(EcrHost::Public) => "ECR Public".to_owned(),
+                None => format!("registry {}", image.registry_host()),
+            };
+            let wanted = match (&image.tag, &image.digest) {
+                (_, Some(digest)) => format!("{}@{digest}", image.repository),
+                (Some(tag), None) => format!("{}:{tag}", image.repository),
+                (None, None) => format!("{}:latest", image.repository),
+            };
+            PullError::NotFound {
+                image: reference,
+                registry,
+                wanted,
+                message,
+            }
+        }
+        (PullFailure::Denied | PullFailure::Other, _) => PullError::Failed {
             image: reference,
-            registry,
-            wanted,
             message,
-        };
-    }
-    Error::Pull {
-        image: reference,
-        message,
-    }
+            failure,
+        },
+    };
+    error.into()
 }
 
 fn pull_error_message(e: bollard::errors::Error) -> String {

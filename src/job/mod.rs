@@ -15,7 +15,7 @@ use std::ffi::OsString;
 use std::fmt;
 use std::path::PathBuf;
 
-use crate::error::{Error, Result};
+use crate::error::{ConfigError, Error, Result};
 
 pub(crate) use payload::JobPayload;
 
@@ -239,9 +239,11 @@ impl JobVars {
 
     /// The identity every name and label is derived from.
     pub(crate) fn identity(&self) -> Result<JobIdentity> {
-        let job_id = self.get("CI_JOB_ID").ok_or(Error::MissingVariable {
-            name: "CUSTOM_ENV_CI_JOB_ID",
-        })?;
+        let job_id = self
+            .get("CI_JOB_ID")
+            .ok_or(Error::Config(ConfigError::MissingVariable {
+                name: "CUSTOM_ENV_CI_JOB_ID",
+            }))?;
         Ok(JobIdentity {
             job_id: numeric("CI_JOB_ID", job_id)?,
             project_id: numeric("CI_PROJECT_ID", self.get("CI_PROJECT_ID").unwrap_or("0"))?,
@@ -262,9 +264,11 @@ impl JobVars {
 }
 
 fn numeric(name: &str, value: &str) -> Result<u64> {
-    value.trim().parse().map_err(|_| Error::InvalidVariable {
-        name: format!("{CUSTOM_ENV_PREFIX}{name}"),
-        reason: format!("{value:?} is not a non-negative integer"),
+    value.trim().parse().map_err(|_| {
+        Error::Config(ConfigError::InvalidVariable {
+            name: format!("{CUSTOM_ENV_PREFIX}{name}"),
+            reason: format!("{value:?} is not a non-negative integer"),
+        })
     })
 }
 
@@ -351,7 +355,7 @@ mod tests {
     fn identity_requires_a_numeric_job_id() {
         assert!(matches!(
             env(&[]).vars.identity(),
-            Err(Error::MissingVariable { .. })
+            Err(Error::Config(ConfigError::MissingVariable { .. }))
         ));
         let e = env(&[("CUSTOM_ENV_CI_JOB_ID", "../../etc")]);
         let err = e.vars.identity().unwrap_err();

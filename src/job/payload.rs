@@ -8,7 +8,7 @@ use std::path::Path;
 use secrecy::SecretString;
 use serde::Deserialize;
 
-use crate::error::{Error, Result};
+use crate::error::{ConfigError, Error, Result};
 use crate::pull_policy::PullPolicy;
 
 /// The parts of `common.JobResponse` the driver reads.
@@ -118,13 +118,17 @@ impl std::fmt::Debug for JobVariable {
 
 impl JobPayload {
     pub(crate) fn read(path: &Path) -> Result<JobPayload> {
-        let bytes = std::fs::read(path).map_err(|e| Error::JobPayload {
-            path: path.to_owned(),
-            message: e.to_string(),
+        let bytes = std::fs::read(path).map_err(|e| {
+            Error::Config(ConfigError::JobPayload {
+                path: path.to_owned(),
+                message: e.to_string(),
+            })
         })?;
-        JobPayload::parse(&bytes).map_err(|message| Error::JobPayload {
-            path: path.to_owned(),
-            message,
+        JobPayload::parse(&bytes).map_err(|message| {
+            Error::Config(ConfigError::JobPayload {
+                path: path.to_owned(),
+                message,
+            })
         })
     }
 

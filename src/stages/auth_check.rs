@@ -9,7 +9,7 @@ use aws_smithy_types::date_time::Format;
 use super::Context;
 use crate::auth::{Resolver, Source};
 use crate::config::pull_through::{self, Fallback};
-use crate::error::{Error, Result};
+use crate::error::{Error, PolicyError, Result};
 use crate::output;
 use crate::reference::ImageRef;
 
@@ -22,7 +22,7 @@ pub(crate) async fn run(ctx: &Context, target: Option<&str>) -> Result<()> {
                 .image_name()
                 .or_else(|| ctx.env.vars.get("CI_JOB_IMAGE"))
                 .or(ctx.config.default_image.as_deref())
-                .ok_or(Error::NoImage)?
+                .ok_or(Error::Policy(PolicyError::NoImage))?
                 .to_owned()
         }
     };
@@ -47,10 +47,10 @@ pub(crate) async fn run(ctx: &Context, target: Option<&str>) -> Result<()> {
             Ok(None) if image.registry.is_some() => image.registry_host().to_owned(),
             Ok(None) => named.clone(),
             Err(reason) => {
-                return Err(Error::InvalidImage {
+                return Err(Error::Policy(PolicyError::InvalidImage {
                     image: named,
                     reason,
-                });
+                }));
             }
         },
         Err(_) => named.clone(),

@@ -29,7 +29,7 @@ use crate::config::Config;
 use crate::config::ecr::IdentityMode;
 use crate::config::pull_through;
 use crate::docker::{client, direct};
-use crate::error::{Error, Result};
+use crate::error::{AuthError, Error, Result, StageError};
 use crate::job::{Env, JobVars};
 use crate::output;
 use crate::reference::ImageRef;
@@ -110,9 +110,9 @@ pub(crate) async fn run(
         output::info("This host is ready for the runner.");
         Ok(())
     } else {
-        Err(Error::DoctorFound {
+        Err(Error::Stage(StageError::DoctorFound {
             failures: report.failures,
-        })
+        }))
     }
 }
 
@@ -458,7 +458,7 @@ async fn aws(
         Err(e) if runner_needed => {
             no_runner_credentials = matches!(
                 e,
-                Error::NoAwsCredentials { .. } | Error::AwsCredentialsFailed { .. }
+                AuthError::NoAwsCredentials { .. } | AuthError::AwsCredentialsFailed { .. }
             );
             report.fail("AWS identity", e);
         }
@@ -483,7 +483,7 @@ async fn aws(
         );
         match resolver.identity(target) {
             Ok(Identity::Job { .. }) => {}
-            Err(Error::NoIdToken { .. }) => {
+            Err(AuthError::NoIdToken { .. }) => {
                 let role = target
                     .role_arn
                     .as_deref()

@@ -62,8 +62,21 @@ pub(crate) async fn run(
         cfg.driver.name, cfg.driver.version, cfg.builds_dir, cfg.cache_dir
     ));
     let result = stages(&ctx, tmp.path(), job, cancel).await;
-    cleanup::run(&ctx, cancel).await?;
-    result
+    job_result(result, cleanup::run(&ctx, cancel).await)
+}
+
+/// The stages decide the exit code, as they do for the runner, which ignores cleanup's. A
+/// cleanup that failed is a warning after a failed job, and the failure only of a job that
+/// succeeded (something of it may be left on the engine).
+fn job_result(stages: Result<()>, cleanup: Result<()>) -> Result<()> {
+    match (stages, cleanup) {
+        (Err(job), Err(cleanup)) => {
+            output::warn(format!("cleanup: {cleanup}"));
+            Err(job)
+        }
+        (Ok(()), cleanup) => cleanup,
+        (job, Ok(())) => job,
+    }
 }
 
 async fn stages(
@@ -76,7 +89,7 @@ async fn stages(
     let hello = "echo \"Running on $(hostname) via ecr-executor exec...\"".to_owned();
     run_stage(ctx, tmp, "prepare_script", "running", &[hello], cancel).await?;
     let build = run_stage(ctx, tmp, "build_script", "running", &job.script, cancel).await;
-    if matches!(build, Err(Error::Cancelled { .. })) {
+    if build.as_ref().is_err_and(Error::is_cancelled) {
         return build;
     }
     let status = if build.is_ok() { "success" } else { "failed" };
@@ -124,4 +137,41 @@ fn stage_script(builds_dir: &str, status: &str, lines: &[String]) -> String {
 
 fn write(path: &Path, bytes: &[u8]) -> Result<()> {
     std::fs::write(path, bytes).map_err(|e| Error::io(format!("writing {}", path.display()), e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::{ConfigError, StageError};
+
+    /// Issue 22, defect 4: a failed cleanup never hides the build's own exit code.
+    #[test]
+    fn the_stages_decide_and_cleanup_only_fails_a_job_that_succeeded() {
+        let script = || {
+            Error::Stage(StageError::ScriptFailed {
+                stage: "build_script".into(),
+                code: 3,
+            })
+        };
+        let cleanup = || {
+            Error::Config(ConfigError::InvalidVariable {
+                name: "docker host".into(),
+                reason: "gone".into(),
+            })
+        };
+        let code = |r: Result<()>| r.err().map(|e| (e.failure(), e.script_exit_code()));
+        assert_eq!(
+            code(job_result(Err(script()), Err(cleanup()))),
+            Some((crate::error::Failure::Build, Some(3)))
+        );
+        assert_eq!(
+            code(job_result(Err(script()), Ok(()))),
+            Some((crate::error::Failure::Build, Some(3)))
+        );
+        assert_eq!(
+            code(job_result(Ok(()), Err(cleanup()))),
+            Some((crate::error::Failure::System, None))
+        );
+        assert!(job_result(Ok(()), Ok(())).is_ok());
+    }
 }

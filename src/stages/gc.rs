@@ -17,12 +17,12 @@ use bollard::query_parameters::{
 use super::Context;
 use crate::docker::client::{self, is_not_found};
 use crate::error::{Error, Result};
-use crate::naming::{LABEL_JOB, LABEL_MANAGED, LABEL_PREFIX};
+use crate::naming::{LABEL_EXPIRES_AT, LABEL_JOB, LABEL_MANAGED};
 use crate::output;
 
 fn expired(labels: Option<&HashMap<String, String>>, now: u64) -> bool {
     labels
-        .and_then(|l| l.get(&format!("{LABEL_PREFIX}expires-at")))
+        .and_then(|l| l.get(LABEL_EXPIRES_AT))
         .and_then(|v| v.parse::<u64>().ok())
         .is_some_and(|expires| expires <= now)
 }
@@ -199,7 +199,7 @@ mod tests {
 
     #[test]
     fn only_labelled_past_expiry_counts() {
-        let labels = |v: &str| HashMap::from([(format!("{LABEL_PREFIX}expires-at"), v.to_owned())]);
+        let labels = |v: &str| HashMap::from([(LABEL_EXPIRES_AT.to_owned(), v.to_owned())]);
         assert!(expired(Some(&labels("100")), 100));
         assert!(!expired(Some(&labels("101")), 100));
         assert!(!expired(Some(&labels("soon")), 100));

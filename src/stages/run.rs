@@ -16,7 +16,7 @@ use super::Context;
 use crate::docker::script::{Outcome, ShellError};
 use crate::docker::state::{self, ensure_running};
 use crate::docker::{client, shell};
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, StageError};
 use crate::job::stage::{Target, target_of};
 use crate::naming::Names;
 use crate::output;
@@ -38,46 +38,47 @@ pub(crate) async fn run(
         Target::Build => &names.build,
         Target::Helper => &names.helper,
     };
-    let body = std::fs::read(script).map_err(|source| Error::ScriptRead {
-        path: script.to_owned(),
-        source,
+    let body = std::fs::read(script).map_err(|source| {
+        Error::Stage(StageError::ScriptRead {
+            path: script.to_owned(),
+            source,
+        })
     })?;
     let docker = client::connect(&ctx.config, &ctx.env)?;
 
     let notice = Duration::from_secs(ctx.config.docker.stage_start_notice);
     match shell::run_script(&docker, container, &body, cancel, notice).await {
         Ok(Outcome::Exited(0)) => Ok(()),
-        Ok(Outcome::Exited(code)) => Err(Error::ScriptFailed {
+        Ok(Outcome::Exited(code)) => Err(Error::Stage(StageError::ScriptFailed {
             stage: stage.to_owned(),
             code: i32::try_from(code).unwrap_or(i32::MAX),
-        }),
-        Ok(Outcome::Cancelled) => Err(Error::Cancelled {
+        })),
+        Ok(Outcome::Cancelled) => Err(Error::Stage(StageError::Cancelled {
             what: format!("stage {stage}"),
-        }),
-        Err(ShellError::ContainerMissing) => Err(Error::ContainerGone {
+        })),
+        Err(ShellError::ContainerMissing) => Err(Error::Stage(StageError::ContainerGone {
             container: container.clone(),
             stage: stage.to_owned(),
-        }),
-        Err(ShellError::ContainerNotRunning) if target == Target::Build => {
-            let image = ctx.env.vars.get("CI_JOB_IMAGE").unwrap_or("the job image");
-            ensure_running(&docker, container, image).await?;
-            Err(Error::ContainerGone {
+        })),
+        // Stopped between stages: by itself (the image's ENTRYPOINT), out of memory, or from
+        // outside (an engine restart, the keep-alive's deadline); its state says which.
+        Err(ShellError::ContainerNotRunning) => {
+            let image = (target == Target::Build)
+                .then(|| ctx.env.vars.get("CI_JOB_IMAGE").unwrap_or("the job image"));
+            ensure_running(&docker, container, image, &format!("stage {stage}")).await?;
+            Err(Error::Stage(StageError::ContainerGone {
                 container: container.clone(),
                 stage: stage.to_owned(),
-            })
+            }))
         }
-        Err(ShellError::ContainerNotRunning) => Err(Error::ContainerGone {
-            container: container.clone(),
-            stage: stage.to_owned(),
-        }),
         Err(ShellError::Ended) => Err(stopped_during(&docker, container, stage).await),
         Err(ShellError::Docker(action, source)) => Err(Error::docker(action, container, source)),
         Err(ShellError::Output(source)) => Err(Error::io("writing the job output", source)),
         Err(ShellError::Fifo(source)) => Err(Error::io("reading the job output", source)),
-        Err(ShellError::NoExitStatus) => Err(Error::NoExitStatus {
+        Err(ShellError::NoExitStatus) => Err(Error::Stage(StageError::NoExitStatus {
             container: container.clone(),
             stage: stage.to_owned(),
-        }),
+        })),
     }
 }
 
@@ -93,19 +94,19 @@ async fn stopped_during(docker: &bollard::Docker, container: &str, stage: &str) 
         output::error(format!(
             "container {container} ran out of memory during stage {stage} and was killed"
         ));
-        return Error::ScriptFailed {
+        return Error::Stage(StageError::ScriptFailed {
             stage: stage.to_owned(),
             code: 137,
-        };
+        });
     }
     let state = match (state.running, state.exit_code) {
         (true, _) => "still running, but the engine ended its output".to_owned(),
         (false, Some(code)) => format!("exit code {code}"),
         (false, None) => "exit code unknown".to_owned(),
     };
-    Error::ContainerStopped {
+    Error::Stage(StageError::ContainerStopped {
         container: container.to_owned(),
         stage: stage.to_owned(),
         state,
-    }
+    })
 }

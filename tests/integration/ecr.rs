@@ -463,6 +463,56 @@ fn thirty_two_concurrent_prepares_share_one_cache_entry() {
     );
 }
 
+/// Issue 22, defect 3: a prepare waiting for the token cache's lock, which another process
+/// holds, ends at once on the runner's SIGTERM (before, it waited for the lock in a blocking
+/// thread that the exiting runtime had to join, for as long as the holder kept it).
+#[test]
+fn a_prepare_waiting_for_the_cache_lock_is_cancelled_at_once() {
+    let fake = FakeAws::start();
+    let cache = tempfile::tempdir().unwrap();
+    let cache_dir = cache.path().join("ecr");
+    let config = format!("[ecr]\ncache_dir = {cache_dir:?}");
+    let image = world().ecr_image(RUNNER_ACCOUNT);
+    let first = pulling(&image).aws(&fake.url).config(&config).build();
+    first.prepare_ok();
+    first.cleanup().assert_ok();
+    // The next job misses the cache and needs the key's lock, which another process holds.
+    for entry in cache_entries(&cache_dir) {
+        std::fs::remove_file(entry).unwrap();
+    }
+    let lock = std::fs::read_dir(&cache_dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.extension().is_some_and(|x| x == "lock"))
+        .expect("the key's lock file");
+    let mut holder = std::process::Command::new("flock")
+        .arg(&lock)
+        .args(["-c", "echo held; exec sleep 120"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut held = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(holder.stdout.as_mut().unwrap()),
+        &mut held,
+    )
+    .unwrap();
+    assert_eq!(held.trim(), "held");
+
+    let job = pulling(&image).aws(&fake.url).config(&config).build();
+    let prepare = job.spawn_prepare();
+    prepare.wait_for_output("Waiting for another job that is fetching the same token");
+    prepare.cancel_prepare(&job);
+    let _ = holder.kill();
+    let _ = holder.wait();
+    assert_eq!(
+        fake.calls("GetAuthorizationToken"),
+        1,
+        "the cancelled job fetched nothing"
+    );
+}
+
 #[test]
 fn secrets_never_leave_the_driver() {
     let fake = FakeAws::start();

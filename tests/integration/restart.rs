@@ -3,7 +3,8 @@
 //! network namespace, no iptables; the machine's engine is not touched) and SIGKILLs it, as
 //! an OOM kill or a crash does, during a stage, during prepare and during cleanup. Without
 //! live-restore the restarted engine stops the job's containers but keeps them: the stage
-//! ends as a system failure, and cleanup waits for the engine and then leaves nothing.
+//! ends as a system failure, as does the next stage after a restart between two, and
+//! cleanup waits for the engine and then leaves nothing.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::net::UnixStream;
@@ -192,6 +193,33 @@ fn a_dockerd_restarted_mid_stage_fails_it_and_cleanup_waits_and_leaves_nothing()
     engine.script("start");
     let cleanup = cleanup.wait(Duration::from_secs(60));
     assert_waited(&cleanup);
+    assert_eq!(engine.leftovers(&job), Vec::<String>::new());
+    assert_no_leftovers(&job);
+}
+
+/// Issue 22, defect 2: an engine restart without live-restore between two stages stops the
+/// job's containers from outside. The next stage is a system failure that says so, not a
+/// build failure blaming the image's ENTRYPOINT.
+#[test]
+fn a_dockerd_restarted_between_stages_fails_the_next_one_as_the_engines_doing() {
+    let engine = PrivateDockerd::start("ecrd-between");
+    let job = Job::builder(BUSYBOX).config(&engine.config()).build();
+    job.prepare_ok();
+    job.run("build_script", "echo first").assert_ok();
+    engine.kill();
+    engine.script("start");
+    let out = job.run("after_script", "echo second");
+    out.assert_code(SYSTEM_FAILURE);
+    assert!(
+        out.stderr
+            .contains("was not running when stage after_script needed it")
+            && out.stderr.contains("stopped from outside"),
+        "{}",
+        out.all()
+    );
+    assert!(!out.all().contains("ENTRYPOINT"), "{}", out.all());
+    assert!(!out.stdout().contains("second"), "{}", out.all());
+    job.cleanup().assert_ok();
     assert_eq!(engine.leftovers(&job), Vec::<String>::new());
     assert_no_leftovers(&job);
 }

@@ -178,7 +178,7 @@ pub(crate) async fn audited(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::error::Error;
+    use crate::error::{Error, PullError};
 
     #[test]
     fn a_failure_is_one_line_of_json_without_secrets() {
@@ -189,9 +189,9 @@ mod tests {
         vars.insert("CI_JOB_TOKEN", "glcbt-secret");
         let audit = Audit::new(Some(&file), &vars).unwrap();
         let image = ImageRef::parse("alpine:3").unwrap();
-        let failed = Err(Error::ImageNotPresent {
+        let failed = Err(Error::Pull(PullError::NotPresent {
             image: "alpine:3".into(),
-        });
+        }));
         audit.record("build", &image, Instant::now(), &failed);
         audit.record("build", &image, Instant::now(), &failed);
         let text = std::fs::read_to_string(&file).unwrap();

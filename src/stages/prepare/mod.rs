@@ -29,7 +29,7 @@ use crate::docker::pull::{Pulled, ensure_image};
 use crate::docker::shell::Access;
 use crate::docker::state::ensure_running;
 use crate::docker::{client, direct, resources::remove_job};
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, StageError};
 use crate::job::JobIdentity;
 use crate::naming::{Lifetime, Names, Role, image_labels};
 use crate::output;
@@ -50,7 +50,7 @@ pub(crate) async fn run(ctx: &Context, cancel: &CancellationToken) -> Result<()>
     let auth = Resolver::new(&ctx.config, &ctx.env).with_job_credentials(&payload.credentials);
     tokio::select! {
         result = prepare(ctx, &docker, &id, &plan, &auth) => result,
-        () = cancel.cancelled() => Err(Error::Cancelled { what: "prepare".into() }),
+        () = cancel.cancelled() => Err(Error::Stage(StageError::Cancelled { what: "prepare".into() })),
     }
 }
 
@@ -250,7 +250,7 @@ async fn prepare(
         let from = services::probe_from(&host, engine_kernel.as_deref(), rootless);
         services::wait(docker, &names, &started, limit, from).await;
     }
-    ensure_running(docker, &names.build, &image).await
+    ensure_running(docker, &names.build, Some(&image), "the job").await
 }
 
 /// Removes every network named `name` except `keep`.

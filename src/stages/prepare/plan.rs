@@ -5,7 +5,7 @@
 use super::super::Context;
 use crate::config::Config;
 use crate::config::pull_through::{self, Route};
-use crate::error::{Error, Result};
+use crate::error::{ConfigError, Error, PolicyError, Result};
 use crate::job::payload::ServiceSpec;
 use crate::job::{JobPayload, JobVars};
 use crate::policy::AllowList;
@@ -64,7 +64,7 @@ impl Plan {
         let job_image = payload.image_name().or_else(|| vars.get("CI_JOB_IMAGE"));
         let name = job_image
             .or(config.default_image.as_deref())
-            .ok_or(Error::NoImage)?;
+            .ok_or(Error::Policy(PolicyError::NoImage))?;
         let image = parse_image(name)?;
         // As GitLab Runner's `expandImageName` (executors/docker): a job without `image:` is not
         // checked, and the runner's own default image is always allowed.
@@ -80,9 +80,9 @@ impl Plan {
 
         let entrypoint = payload.image.as_ref().and_then(|i| i.entrypoint.clone());
         if entrypoint.is_some() && config.disable_entrypoint_overwrite {
-            return Err(Error::EntrypointOverride {
+            return Err(Error::Policy(PolicyError::EntrypointOverride {
                 image: name.to_owned(),
-            });
+            }));
         }
 
         let docker_opts = payload.docker_opts();
@@ -93,12 +93,12 @@ impl Plan {
             (Some(operator), _) => Some(operator.clone()),
             (None, Some(job)) => {
                 if !config.allowed_users.is_empty() && !config.allowed_users.contains(&job) {
-                    return Err(Error::NotAllowed {
+                    return Err(Error::Policy(PolicyError::NotAllowed {
                         kind: "user",
                         name: job,
                         setting: "allowed_users",
                         allowed: config.allowed_users.clone(),
-                    });
+                    }));
                 }
                 Some(job)
             }
@@ -118,11 +118,12 @@ impl Plan {
             .helper_image
             .clone()
             .unwrap_or_else(|| default_helper_image(vars));
-        let helper_image =
-            ImageRef::parse(&helper_name).map_err(|reason| Error::ConfigInvalid {
+        let helper_image = ImageRef::parse(&helper_name).map_err(|reason| {
+            Error::Config(ConfigError::Invalid {
                 path: "helper_image".into(),
                 message: format!("{helper_name:?}: {reason}"),
-            })?;
+            })
+        })?;
         let helper_route = route(config, &helper_name, &helper_image)?;
         let image_route = route(config, name, &image)?;
 
@@ -130,9 +131,11 @@ impl Plan {
             payload.services.clone()
         } else {
             ServiceSpec::parse_env_list(vars.get("CI_JOB_SERVICES").unwrap_or_default()).map_err(
-                |reason| Error::InvalidVariable {
-                    name: "CUSTOM_ENV_CI_JOB_SERVICES".into(),
-                    reason,
+                |reason| {
+                    Error::Config(ConfigError::InvalidVariable {
+                        name: "CUSTOM_ENV_CI_JOB_SERVICES".into(),
+                        reason,
+                    })
                 },
             )?
         };
@@ -162,16 +165,20 @@ impl Plan {
 
 /// The pull-through cache's name for an image a `[[pull_through]]` rule covers.
 fn route(config: &Config, name: &str, image: &ImageRef) -> Result<Option<Route>> {
-    pull_through::route(&config.pull_through, image).map_err(|reason| Error::InvalidImage {
-        image: name.to_owned(),
-        reason,
+    pull_through::route(&config.pull_through, image).map_err(|reason| {
+        Error::Policy(PolicyError::InvalidImage {
+            image: name.to_owned(),
+            reason,
+        })
     })
 }
 
 fn parse_image(name: &str) -> Result<ImageRef> {
-    ImageRef::parse(name.trim()).map_err(|reason| Error::InvalidImage {
-        image: name.to_owned(),
-        reason,
+    ImageRef::parse(name.trim()).map_err(|reason| {
+        Error::Policy(PolicyError::InvalidImage {
+            image: name.to_owned(),
+            reason,
+        })
     })
 }
 
@@ -181,12 +188,12 @@ fn check(list: &AllowList, kind: &'static str, name: &str, setting: &'static str
     if list.allows(name.trim()) {
         Ok(())
     } else {
-        Err(Error::NotAllowed {
+        Err(Error::Policy(PolicyError::NotAllowed {
             kind,
             name: name.to_owned(),
             setting,
             allowed: list.patterns().to_vec(),
-        })
+        }))
     }
 }
 
@@ -226,12 +233,12 @@ fn pull_policies(
     let allowed = config.allowed_pull_policies();
     let effective = pull_policy::effective(candidates, allowed);
     if effective.is_empty() {
-        return Err(Error::PullPolicyNotAllowed {
+        return Err(Error::Policy(PolicyError::PullPolicyNotAllowed {
             image: image.to_owned(),
             requested: pull_policy::list(candidates),
             from,
             allowed: pull_policy::list(allowed),
-        });
+        }));
     }
     Ok(effective)
 }
@@ -246,7 +253,7 @@ fn services(
     if let Some(limit) = config.services.limit
         && count > limit
     {
-        return Err(Error::TooManyServices { count, limit });
+        return Err(Error::Policy(PolicyError::TooManyServices { count, limit }));
     }
     let privileged_setting = config.services.privileged.unwrap_or(config.privileged);
     let public_vars: Vec<String> = payload
@@ -293,13 +300,12 @@ fn services(
                 .rev()
                 .find(|v| v.key == "HEALTHCHECK_TCP_PORT")
                 .map(|v| {
-                    v.value
-                        .trim()
-                        .parse::<u16>()
-                        .map_err(|_| Error::InvalidImage {
+                    v.value.trim().parse::<u16>().map_err(|_| {
+                        Error::Policy(PolicyError::InvalidImage {
                             image: spec.name.clone(),
                             reason: format!("HEALTHCHECK_TCP_PORT {:?} is not a port", v.value),
                         })
+                    })
                 })
                 .transpose()?;
             Ok(ServicePlan {

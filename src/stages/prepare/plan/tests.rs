@@ -36,7 +36,7 @@ fn image_comes_from_payload_then_variable_then_default() {
     let c = ctx(&[], "");
     assert!(matches!(
         Plan::resolve(&c, &JobPayload::default()),
-        Err(Error::NoImage)
+        Err(Error::Policy(PolicyError::NoImage))
     ));
 }
 
@@ -144,7 +144,7 @@ fn allowed_images_are_checked_against_the_payload() {
     assert!(err.to_string().contains("allowed_images"), "{err}");
     assert_eq!(err.failure(), crate::error::Failure::Build);
     let err = Plan::resolve(&c, &payload(r#"{"image":{"name":"ruby:3.3-alpine"}}"#)).unwrap_err();
-    assert!(matches!(err, Error::NotAllowed { .. }));
+    assert!(matches!(err, Error::Policy(PolicyError::NotAllowed { .. })));
 }
 
 #[test]
@@ -258,7 +258,10 @@ fn services_limit_and_privileged_services_list() {
     let c = ctx(&[], "[services]\nlimit = 1");
     let err = Plan::resolve(&c, &payload(two)).unwrap_err();
     assert!(
-        matches!(err, Error::TooManyServices { count: 2, limit: 1 }),
+        matches!(
+            err,
+            Error::Policy(PolicyError::TooManyServices { count: 2, limit: 1 })
+        ),
         "{err}"
     );
     assert_eq!(err.failure(), crate::error::Failure::Build);
@@ -312,7 +315,10 @@ fn allow_lists_see_the_image_as_the_job_wrote_it() {
         let result = Plan::resolve(&c, &payload(&json));
         assert_eq!(result.is_ok(), allowed, "{image}: {result:?}");
         if let Err(err) = result {
-            assert!(matches!(err, Error::NotAllowed { .. }), "{err}");
+            assert!(
+                matches!(err, Error::Policy(PolicyError::NotAllowed { .. })),
+                "{err}"
+            );
             assert!(
                 err.to_string().contains("*/*:*, ruby:*"),
                 "lists the patterns: {err}"
@@ -342,7 +348,10 @@ fn the_runners_default_image_is_always_allowed() {
         "named exactly as configured"
     );
     let err = Plan::resolve(&c, &payload(r#"{"image":{"name":"alpine:3.20"}}"#)).unwrap_err();
-    assert!(matches!(err, Error::NotAllowed { .. }), "{err}");
+    assert!(
+        matches!(err, Error::Policy(PolicyError::NotAllowed { .. })),
+        "{err}"
+    );
 }
 
 /// Point 3: the effective pull policies, as `ComputeEffectivePullPolicies`.
@@ -400,7 +409,10 @@ fn pull_policies_are_the_allowed_part_of_what_was_asked() {
         match (result, expected) {
             (Ok(got), Ok(want)) => assert_eq!(got, want, "{config} / {requested}"),
             (Err(err), Err(from)) => {
-                assert!(matches!(err, Error::PullPolicyNotAllowed { .. }), "{err}");
+                assert!(
+                    matches!(err, Error::Policy(PolicyError::PullPolicyNotAllowed { .. })),
+                    "{err}"
+                );
                 assert_eq!(err.failure(), crate::error::Failure::Build);
                 assert!(
                     err.to_string().contains(from),
