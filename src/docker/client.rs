@@ -104,25 +104,6 @@ pub(crate) async fn connect_when_up(
     }
 }
 
-/// Whether the engine at `host` runs rootless: its container addresses are then inside its
-/// own network namespace. A rootless engine's socket belongs to its user (a rootful one's to
-/// root), and Docker says so in `SecurityOptions` too (rootless Podman does not).
-pub(crate) async fn rootless(docker: &Docker, host: &str) -> bool {
-    let socket_owner = host
-        .strip_prefix("unix://")
-        .and_then(|path| std::fs::metadata(path).ok())
-        .map(|m| std::os::unix::fs::MetadataExt::uid(&m));
-    if socket_owner.is_some_and(|uid| uid != 0) {
-        return true;
-    }
-    docker.info().await.ok().is_some_and(|info| {
-        info.security_options
-            .unwrap_or_default()
-            .iter()
-            .any(|o| o.contains("rootless"))
-    })
-}
-
 /// Whether a Docker error means "no such object".
 pub(crate) fn is_not_found(err: &bollard::errors::Error) -> bool {
     matches!(

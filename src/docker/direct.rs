@@ -9,7 +9,8 @@
 //! ([`super::fifo`]) and reads them; the stage shell points the script's stdout and stderr at
 //! them when it can open them, and says so on its start marker line (`F`). When it cannot
 //! (SELinux labels, a directory gone), the stage runs over the attach as before. Engines
-//! elsewhere (remote, in a VM) are ruled out in prepare ([`possible`]), and one that cannot see
+//! elsewhere (remote, in a VM) are ruled out in prepare
+//! ([`super::engine::Engine::on_this_host`]), and one that cannot see
 //! the directory refuses the mount ([`engine_cannot_see`]).
 //!
 //! A FIFO is a pipe to the job, as the attach's pipes are: no tty, output byte for byte. One
@@ -19,29 +20,14 @@
 use std::collections::HashMap;
 use std::path::Path;
 
-use bollard::models::{ContainerCreateBody, HostConfigLogConfig, Mount, MountType};
+use bollard::Docker;
+use bollard::models::{ContainerCreateBody, HostConfig, HostConfigLogConfig, Mount, MountType};
+use bollard::query_parameters::{CreateContainerOptions, RemoveContainerOptions};
 
 use crate::error::{EngineError, Error};
 
 /// Where the job's directory appears in its containers.
 pub(crate) const MOUNT_POINT: &str = "/.ecr-executor";
-
-/// Whether direct output can work: an engine on a local socket, running this host's kernel
-/// (an engine in a VM reports its own). Whether it sees this filesystem shows when the bind
-/// mount is created ([`engine_cannot_see`]).
-pub(crate) fn possible(host: &str, engine_kernel: Option<&str>) -> bool {
-    host.starts_with("unix://")
-        && engine_kernel.is_some_and(|k| Some(k) == local_kernel().as_deref())
-}
-
-pub(crate) fn local_kernel() -> Option<String> {
-    Some(
-        rustix::system::uname()
-            .release()
-            .to_string_lossy()
-            .into_owned(),
-    )
-}
 
 /// The read-only bind mount of `dir` at [`MOUNT_POINT`]. Read-only: the job cannot make files
 /// on the host, while FIFOs still open for writing.
@@ -102,21 +88,53 @@ pub(crate) fn engine_cannot_see(e: &Error) -> bool {
     )
 }
 
+/// Whether the engine sees `dir`, as doctor asks before any job: creating (never starting) a
+/// scratch container from `image` that mounts it. `Err` when there is no image to try with.
+pub(crate) async fn engine_sees(
+    docker: &Docker,
+    dir: &Path,
+    image: Option<String>,
+) -> std::result::Result<bool, String> {
+    let image = image.ok_or("no helper image to try a mount with")?;
+    if docker.inspect_image(&image).await.is_err() {
+        return Err(format!("{image} is not on the host to try a mount with"));
+    }
+    let name = format!("ecr-executor-doctor-{}", std::process::id());
+    let body = ContainerCreateBody {
+        image: Some(image),
+        cmd: Some(vec!["true".into()]),
+        host_config: Some(HostConfig {
+            mounts: Some(vec![mount(dir)]),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let options = CreateContainerOptions {
+        name: Some(name.clone()),
+        platform: String::new(),
+    };
+    let created = docker.create_container(Some(options), body).await;
+    let remove = RemoveContainerOptions {
+        force: true,
+        ..Default::default()
+    };
+    let _ = docker.remove_container(&name, Some(remove)).await;
+    match created {
+        Ok(_) => Ok(true),
+        Err(e) => {
+            let error = Error::docker("create container", &name, e);
+            if engine_cannot_see(&error) {
+                Ok(false)
+            } else {
+                Err(error.to_string())
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn only_a_local_socket_with_this_kernel_qualifies() {
-        let kernel = local_kernel().unwrap();
-        assert!(possible("unix:///var/run/docker.sock", Some(&kernel)));
-        assert!(!possible("tcp://127.0.0.1:2375", Some(&kernel)));
-        assert!(!possible(
-            "unix:///var/run/docker.sock",
-            Some("6.10.14-linuxkit")
-        ));
-        assert!(!possible("unix:///var/run/docker.sock", None));
-    }
 
     #[test]
     fn only_a_missing_bind_source_means_the_engine_cannot_see() {

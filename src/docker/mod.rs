@@ -3,6 +3,8 @@
 //! stages compose these operations.
 //!
 //! - [`client`]: the bollard client and the engine's error classes;
+//! - [`engine`]: what the engine is (Docker or Podman, API, kernel, rootless), asked once;
+//! - [`container`]: create (replacing a same-named one), start, a one-off exec's output;
 //! - [`state`]: a container's state, and what the stages conclude from it;
 //! - [`pull`]: images under pull policies, with credentials from [`crate::auth`];
 //! - [`resources`]: removing a job's containers, network and volumes;
@@ -13,7 +15,9 @@
 //!   directory ([`crate::jobdir`]).
 
 pub(crate) mod client;
+pub(crate) mod container;
 pub(crate) mod direct;
+pub(crate) mod engine;
 pub(crate) mod exec;
 pub(crate) mod fifo;
 pub(crate) mod markers;

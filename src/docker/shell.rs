@@ -34,7 +34,7 @@ use super::script::{Outcome, SHELL_DETECTION, ShellError, TERM_GRACE, signal_all
 use super::{direct, exec, state};
 use crate::output::RawStream;
 
-/// How stages reach the build and helper containers.
+/// How stages reach the build and helper containers ([`super::engine::Engine::access`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Access {
     /// Through the container's stage shell, over an attach.
@@ -45,23 +45,6 @@ pub(crate) enum Access {
 }
 
 impl Access {
-    /// Asks the engine what it is; Podman (or an engine that does not say) gets execs. Also
-    /// returns the engine's kernel version, for [`direct::possible`].
-    pub(crate) async fn of(docker: &Docker) -> (Access, Option<String>) {
-        match docker.version().await {
-            Ok(version) => {
-                let podman = version
-                    .components
-                    .unwrap_or_default()
-                    .iter()
-                    .any(|c| c.name.to_ascii_lowercase().contains("podman"));
-                let access = if podman { Access::Exec } else { Access::Attach };
-                (access, version.kernel_version)
-            }
-            Err(_) => (Access::Exec, None),
-        }
-    }
-
     /// Sets up a build or helper container and returns its main command (for `sh -c`, after
     /// `prelude`). Attach: the stage shell, reading a stdin the engine keeps open, beside a
     /// watchdog that ends every process once the container's lifetime has passed (PID 1 exits

@@ -48,17 +48,14 @@ impl Stopped {
     /// Decides from the state of a container that is not running. The keep-alive's own `TERM`
     /// looks like a kill or an exit, so its deadline is looked at first.
     pub(crate) fn of(state: &RunState) -> Stopped {
-        let code = state.exit_code.unwrap_or(-1);
-        if state.oom_killed {
-            Stopped::OutOfMemory
-        } else if let (Some(finished), Some(expires)) = (state.finished_at, state.expires_at)
-            && finished >= expires
-        {
-            Stopped::Expired
-        } else if !(0..=128).contains(&code) {
-            Stopped::Killed { exit_code: code }
-        } else {
-            Stopped::Exited { exit_code: code }
+        let exit_code = state.exit_code.unwrap_or(-1);
+        match (state.oom_killed, state.finished_at, state.expires_at) {
+            (true, ..) => Stopped::OutOfMemory,
+            (false, Some(finished), Some(expires)) if finished >= expires => Stopped::Expired,
+            // An exit code the engine does not report (Podman's "stopped") is no evidence of
+            // a stop from outside.
+            _ if exit_code > 128 => Stopped::Killed { exit_code },
+            _ => Stopped::Exited { exit_code },
         }
     }
 
@@ -239,6 +236,11 @@ mod tests {
             Stopped::Exited { exit_code: 1 }
         );
         assert_eq!(Stopped::of(&ended(137, true, 1_002)), Stopped::OutOfMemory);
+        let unknown = RunState {
+            exit_code: None,
+            ..ended(0, false, 1_002)
+        };
+        assert_eq!(Stopped::of(&unknown), Stopped::Exited { exit_code: -1 });
         for code in [137, 143, 255] {
             assert_eq!(
                 Stopped::of(&ended(code, false, 5_000)),

@@ -18,8 +18,6 @@ use std::path::{Path, PathBuf};
 use aws_smithy_types::DateTime;
 use aws_smithy_types::date_time::Format;
 use bollard::Docker;
-use bollard::models::{ContainerCreateBody, HostConfig};
-use bollard::query_parameters::{CreateContainerOptions, RemoveContainerOptions};
 
 use super::Context;
 use super::prepare::plan::default_helper_image;
@@ -28,6 +26,8 @@ use crate::auth::target::{EcrTarget, Identity};
 use crate::config::Config;
 use crate::config::ecr::IdentityMode;
 use crate::config::pull_through;
+use crate::docker::engine::{Engine, local_kernel};
+use crate::docker::shell::Access;
 use crate::docker::{client, direct};
 use crate::error::{AuthError, Error, Result, StageError};
 use crate::job::{Env, JobVars};
@@ -89,9 +89,9 @@ pub(crate) async fn run(
     let resolver = Resolver::new(&ctx.config, &ctx.env);
     let helper = helper_image(&ctx, options, &mut report);
     match &engine {
-        Some((docker, kind, kernel)) => {
+        Some((docker, engine)) => {
             let probe = helper.as_ref().map(ImageRef::pull_reference);
-            job_output(&ctx, docker, kind, kernel.as_deref(), probe, &mut report).await;
+            job_output(&ctx, docker, engine, probe, &mut report).await;
         }
         None => report.skip("job output", "the engine does not answer"),
     }
@@ -117,10 +117,7 @@ pub(crate) async fn run(
 }
 
 /// The engine: does it answer this user, and what is it.
-async fn engine(
-    ctx: &Context,
-    report: &mut Report,
-) -> Option<(Docker, &'static str, Option<String>)> {
+async fn engine(ctx: &Context, report: &mut Report) -> Option<(Docker, Engine)> {
     let host = client::docker_host(&ctx.config, &ctx.env);
     let docker = match client::connect(&ctx.config, &ctx.env) {
         Ok(docker) => docker,
@@ -129,32 +126,21 @@ async fn engine(
             return None;
         }
     };
-    match docker.version().await {
-        Ok(version) => {
-            let podman = version
-                .components
-                .iter()
-                .flatten()
-                .any(|c| c.name.to_ascii_lowercase().contains("podman"));
-            let kind = if podman { "Podman" } else { "Docker" };
-            let api = version.api_version.clone().unwrap_or_default();
-            let api_ok = api
-                .split_once('.')
-                .and_then(|(major, minor)| {
-                    Some((major.parse::<u32>().ok()?, minor.parse::<u32>().ok()?))
-                })
-                .is_some_and(|v| v >= (1, 41));
+    match Engine::ask(&docker, &host).await {
+        Ok(engine) => {
             let uid = rustix::process::geteuid().as_raw();
-            let rootless = if client::rootless(&docker, &host).await {
+            let rootless = if engine.rootless {
                 " (rootless: services are waited for from inside the job network)"
             } else {
                 ""
             };
             let line = format!(
-                "{kind} {} at {host}, API {api}, usable by this user (uid {uid}){rootless}",
-                version.version.as_deref().unwrap_or("(version unknown)")
+                "{} {} at {host}, API {}, usable by this user (uid {uid}){rootless}",
+                engine.kind,
+                engine.version.as_deref().unwrap_or("(version unknown)"),
+                engine.api.as_deref().unwrap_or_default(),
             );
-            if api_ok || podman {
+            if engine.api_supported() {
                 report.ok("engine", line);
             } else {
                 report.fail(
@@ -162,7 +148,7 @@ async fn engine(
                     format!("{line}: the driver needs Engine API 1.41 (Docker 20.10 or newer); upgrade the engine"),
                 );
             }
-            Some((docker, kind, version.kernel_version))
+            Some((docker, engine))
         }
         Err(e) => {
             let host_hint = if host.starts_with("unix://") {
@@ -181,27 +167,25 @@ async fn engine(
 async fn job_output(
     ctx: &Context,
     docker: &Docker,
-    kind: &str,
-    kernel: Option<&str>,
+    engine: &Engine,
     probe: Option<String>,
     report: &mut Report,
 ) {
     const CHECK: &str = "job output";
-    let host = client::docker_host(&ctx.config, &ctx.env);
     if !ctx.config.docker.direct_output {
         return report.ok(CHECK, "through the engine ([docker] direct_output = false)");
     }
-    if kind == "Podman" {
+    if engine.access() == Access::Exec {
         return report.ok(CHECK, "through the engine (on Podman, stages run as execs)");
     }
-    if !direct::possible(&host, kernel) {
-        let why = if !host.starts_with("unix://") {
-            format!("the engine is remote ({host})")
+    if !engine.on_this_host() {
+        let why = if !engine.host.starts_with("unix://") {
+            format!("the engine is remote ({})", engine.host)
         } else {
             format!(
                 "the engine runs another kernel ({}, this host {}): it is in a VM",
-                kernel.unwrap_or("unknown"),
-                direct::local_kernel().unwrap_or_default()
+                engine.kernel.as_deref().unwrap_or("unknown"),
+                local_kernel().unwrap_or_default()
             )
         };
         return report.ok(CHECK, format!("through the engine: {why}"));
@@ -221,7 +205,7 @@ async fn job_output(
             );
         }
     };
-    let seen = engine_sees(docker, &dir, probe).await;
+    let seen = direct::engine_sees(docker, &dir, probe).await;
     let _ = dirs.remove(&job);
     match seen {
         Ok(true) => report.ok(
@@ -244,50 +228,6 @@ async fn job_output(
             CHECK,
             format!("skips the engine where it can (not proven here: {why})"),
         ),
-    }
-}
-
-/// Whether the engine sees `dir`: creating (never starting) a container that mounts it.
-/// `Err` when there is no image to try with.
-async fn engine_sees(
-    docker: &Docker,
-    dir: &Path,
-    image: Option<String>,
-) -> std::result::Result<bool, String> {
-    let image = image.ok_or("no helper image to try a mount with")?;
-    if docker.inspect_image(&image).await.is_err() {
-        return Err(format!("{image} is not on the host to try a mount with"));
-    }
-    let name = format!("ecr-executor-doctor-{}", std::process::id());
-    let body = ContainerCreateBody {
-        image: Some(image),
-        cmd: Some(vec!["true".into()]),
-        host_config: Some(HostConfig {
-            mounts: Some(vec![direct::mount(dir)]),
-            ..Default::default()
-        }),
-        ..Default::default()
-    };
-    let options = CreateContainerOptions {
-        name: Some(name.clone()),
-        platform: String::new(),
-    };
-    let created = docker.create_container(Some(options), body).await;
-    let remove = RemoveContainerOptions {
-        force: true,
-        ..Default::default()
-    };
-    let _ = docker.remove_container(&name, Some(remove)).await;
-    match created {
-        Ok(_) => Ok(true),
-        Err(e) => {
-            let error = Error::docker("create container", &name, e);
-            if direct::engine_cannot_see(&error) {
-                Ok(false)
-            } else {
-                Err(error.to_string())
-            }
-        }
     }
 }
 

@@ -13,12 +13,10 @@
 use std::collections::HashMap;
 use std::path::Path;
 
-use bollard::Docker;
 use bollard::models::{
     ContainerCreateBody, DeviceMapping, DeviceRequest, EndpointSettings, HostConfig, Mount,
     MountType, NetworkingConfig, ResourcesUlimits,
 };
-use bollard::query_parameters::CreateContainerOptions;
 
 use super::plan::{Plan, ServicePlan};
 use crate::config::Config;
@@ -26,7 +24,6 @@ use crate::config::container::{ContainerSettings, Device, Resources, Volume};
 use crate::config::units::GpuRequest;
 use crate::docker::direct;
 use crate::docker::shell::Access;
-use crate::error::{Error, Result};
 use crate::naming::Names;
 
 /// The runner's cache and artifact scripts call `gitlab-runner`; GitLab's helper images ship
@@ -265,55 +262,4 @@ fn endpoint(names: &Names, on_network: bool, aliases: Vec<String>) -> Option<Net
             },
         )])),
     })
-}
-
-pub(crate) async fn create_and_start(
-    docker: &Docker,
-    name: &str,
-    platform: Option<&str>,
-    body: &ContainerCreateBody,
-) -> Result<()> {
-    create(docker, name, platform, body).await?;
-    start(docker, name).await
-}
-
-/// Creates a container; a same-named one the leftover sweep missed is replaced.
-pub(crate) async fn create(
-    docker: &Docker,
-    name: &str,
-    platform: Option<&str>,
-    body: &ContainerCreateBody,
-) -> Result<()> {
-    let options = CreateContainerOptions {
-        name: Some(name.to_owned()),
-        platform: platform.unwrap_or_default().to_owned(),
-    };
-    match docker
-        .create_container(Some(options.clone()), body.clone())
-        .await
-    {
-        Ok(_) => {}
-        // A container of that name without the job's label (so not found by the leftover
-        // sweep): remove it and try once more.
-        Err(bollard::errors::Error::DockerResponseServerError {
-            status_code: 409, ..
-        }) => {
-            if let Some(failure) = crate::docker::resources::remove_container(docker, name).await {
-                crate::output::warn(format!("could not remove conflicting {failure}"));
-            }
-            docker
-                .create_container(Some(options), body.clone())
-                .await
-                .map_err(|e| Error::docker("create container", name, e))?;
-        }
-        Err(e) => return Err(Error::docker("create container", name, e)),
-    }
-    Ok(())
-}
-
-pub(crate) async fn start(docker: &Docker, name: &str) -> Result<()> {
-    docker
-        .start_container(name, None)
-        .await
-        .map_err(|e| Error::docker("start container", name, e))
 }

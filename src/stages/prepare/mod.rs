@@ -15,6 +15,7 @@ pub(crate) mod plan;
 pub(crate) mod services;
 
 use std::collections::HashMap;
+use std::path::Path;
 use std::time::Duration;
 
 use bollard::Docker;
@@ -25,10 +26,11 @@ use tokio_util::sync::CancellationToken;
 
 use super::Context;
 use crate::auth::Resolver;
+use crate::docker::engine::Engine;
 use crate::docker::pull::{Pulled, ensure_image};
 use crate::docker::shell::Access;
 use crate::docker::state::ensure_running;
-use crate::docker::{client, direct, resources::remove_job};
+use crate::docker::{client, container, direct, resources::remove_job};
 use crate::error::{Error, Result, StageError};
 use crate::job::JobIdentity;
 use crate::naming::{Lifetime, Names, Role, image_labels};
@@ -61,196 +63,280 @@ async fn prepare(
     plan: &Plan,
     auth: &Resolver<'_>,
 ) -> Result<()> {
-    let config = &ctx.config;
-    let names = Names::new(id);
-    let lifetime = Lifetime::starting_now(ctx.env.vars.job_timeout_secs().map(Duration::from_secs));
-    let labels = |role| names.labels(id, role, &lifetime);
-    // The operator's `container_labels` never collide with the driver's (checked on load).
-    let container_labels = |role| {
-        let mut all = labels(role);
-        all.extend(config.container_labels.clone());
-        all
-    };
-    let platform = plan.platform.as_deref();
-
-    let audit = Audit::new(config.audit.file.as_deref(), &ctx.env.vars);
-    let (leftovers, image, helper, (access, engine_kernel)) = tokio::join!(
-        remove_job(docker, &names),
-        audited(
-            audit.as_ref(),
-            "build",
-            &plan.image,
-            ensure_image(
-                docker,
-                &plan.image,
-                plan.image_route.as_ref(),
-                &plan.pull_policies,
-                platform,
-                auth
-            )
-        ),
-        audited(
-            audit.as_ref(),
-            "helper",
-            &plan.helper_image,
-            ensure_image(
-                docker,
-                &plan.helper_image,
-                plan.helper_route.as_ref(),
-                &[PullPolicy::IfNotPresent],
-                None,
-                auth
-            )
-        ),
-        Access::of(docker),
-    );
-    for failure in leftovers {
-        output::warn(format!("could not remove leftover {failure}"));
-    }
-    let (image, helper) = (image?, helper?);
-    let image_id = image.inspect.id.clone().unwrap_or_default();
-    let helper_id = helper.inspect.id.clone().unwrap_or_default();
-    output::info(format!("Using image {} ({image_id})", plan.image));
-
+    let job = Job::new(ctx, docker, id, plan);
+    let first = job.sweep_pull_and_ask(auth).await?;
     // The job's directory, made before anything of the job exists on the engine: besides
     // holding direct output's FIFOs, it tells cleanup that an engine found down may hold some
     // of this job, worth waiting for.
-    let job_dirs = ctx.job_dirs();
-    let made_dir = job_dirs.create(&names.job);
+    let made_dir = ctx.job_dirs().create(&job.names.job);
+    job.volumes_and_network().await?;
+    let direct_dir = job.direct_output_dir(&first.engine, made_dir);
+    let (started, ()) = tokio::try_join!(
+        services::start(
+            docker,
+            &ctx.config,
+            &job.names,
+            plan,
+            || job.container_labels(Role::Service),
+            auth,
+            first.audit.as_ref(),
+        ),
+        job.build_and_helper(&first, direct_dir.as_deref()),
+    )?;
+    job.wait_for_services(&first.engine, &started).await;
+    ensure_running(
+        docker,
+        &job.names.build,
+        Some(&plan.image.to_string()),
+        "the job",
+    )
+    .await
+}
 
-    let volume = |name: &str, labels| VolumeCreateRequest {
-        name: Some(name.to_owned()),
-        labels: Some(labels),
-        ..Default::default()
-    };
-    let network = async {
-        if !plan.network_per_job {
+/// One job's prepare: what its steps share.
+struct Job<'a> {
+    ctx: &'a Context,
+    docker: &'a Docker,
+    id: &'a JobIdentity,
+    plan: &'a Plan,
+    names: Names,
+    lifetime: Lifetime,
+}
+
+/// What the first, concurrent step found: the two images on the host, the engine, and the
+/// audit trail it started.
+struct FirstStep<'a> {
+    image: Pulled,
+    helper: Pulled,
+    engine: Engine,
+    audit: Option<Audit<'a>>,
+}
+
+impl<'a> Job<'a> {
+    fn new(ctx: &'a Context, docker: &'a Docker, id: &'a JobIdentity, plan: &'a Plan) -> Self {
+        let timeout = ctx.env.vars.job_timeout_secs().map(Duration::from_secs);
+        Job {
+            ctx,
+            docker,
+            id,
+            plan,
+            names: Names::new(id),
+            lifetime: Lifetime::starting_now(timeout),
+        }
+    }
+
+    fn labels(&self, role: Role) -> HashMap<String, String> {
+        self.names.labels(self.id, role, &self.lifetime)
+    }
+
+    /// The driver's labels and the operator's `container_labels` (which never collide with
+    /// the driver's: checked on load).
+    fn container_labels(&self, role: Role) -> HashMap<String, String> {
+        let mut all = self.labels(role);
+        all.extend(self.ctx.config.container_labels.clone());
+        all
+    }
+
+    /// At once: removes leftovers of the same names, makes the job image and the helper image
+    /// available (pulling under their policies, with the audit trail), and asks the engine
+    /// what it is.
+    async fn sweep_pull_and_ask(&self, auth: &Resolver<'_>) -> Result<FirstStep<'a>> {
+        let (docker, plan) = (self.docker, self.plan);
+        let audit = Audit::new(self.ctx.config.audit.file.as_deref(), &self.ctx.env.vars);
+        let host = client::docker_host(&self.ctx.config, &self.ctx.env);
+        let (leftovers, image, helper, engine) = tokio::join!(
+            remove_job(docker, &self.names),
+            audited(
+                audit.as_ref(),
+                "build",
+                &plan.image,
+                ensure_image(
+                    docker,
+                    &plan.image,
+                    plan.image_route.as_ref(),
+                    &plan.pull_policies,
+                    plan.platform.as_deref(),
+                    auth
+                )
+            ),
+            audited(
+                audit.as_ref(),
+                "helper",
+                &plan.helper_image,
+                ensure_image(
+                    docker,
+                    &plan.helper_image,
+                    plan.helper_route.as_ref(),
+                    &[PullPolicy::IfNotPresent],
+                    None,
+                    auth
+                )
+            ),
+            Engine::ask(docker, &host),
+        );
+        for failure in leftovers {
+            output::warn(format!("could not remove leftover {failure}"));
+        }
+        let (image, helper) = (image?, helper?);
+        output::info(format!(
+            "Using image {} ({})",
+            plan.image,
+            image.inspect.id.as_deref().unwrap_or_default()
+        ));
+        Ok(FirstStep {
+            image,
+            helper,
+            // An engine that does not say what it is still runs the job, with execs.
+            engine: engine.unwrap_or_else(|_| Engine::unknown(&host)),
+            audit,
+        })
+    }
+
+    /// At once: the builds volume, the cache volume (unless `disable_cache`) and, when the
+    /// job has one, its network.
+    async fn volumes_and_network(&self) -> Result<()> {
+        let (docker, names) = (self.docker, &self.names);
+        let volume = |name: &str, labels| VolumeCreateRequest {
+            name: Some(name.to_owned()),
+            labels: Some(labels),
+            ..Default::default()
+        };
+        tokio::try_join!(
+            async {
+                docker
+                    .create_volume(volume(
+                        &names.builds_volume,
+                        self.labels(Role::BuildsVolume),
+                    ))
+                    .await
+                    .map_err(|e| Error::docker("create volume", &names.builds_volume, e))
+            },
+            async {
+                if self.ctx.config.disable_cache {
+                    return Ok(());
+                }
+                docker
+                    .create_volume(volume(&names.cache_volume, names.cache_labels(self.id)))
+                    .await
+                    .map(drop)
+                    .map_err(|e| Error::docker("create volume", &names.cache_volume, e))
+            },
+            self.network(),
+        )?;
+        Ok(())
+    }
+
+    async fn network(&self) -> Result<()> {
+        if !self.plan.network_per_job {
             return Ok(());
         }
-        let mtu = config.container.network_mtu;
+        let name = &self.names.network;
+        let mtu = self.ctx.config.container.network_mtu;
         let request = NetworkCreateRequest {
-            name: names.network.clone(),
+            name: name.clone(),
             driver: Some("bridge".into()),
-            labels: Some(labels(Role::Network)),
+            labels: Some(self.labels(Role::Network)),
             options: mtu.map(|m| {
                 HashMap::from([("com.docker.network.driver.mtu".to_owned(), m.to_string())])
             }),
             ..Default::default()
         };
-        let created = docker
+        let created = self
+            .docker
             .create_network(request)
             .await
-            .map_err(|e| Error::docker("create network", &names.network, e))?;
+            .map_err(|e| Error::docker("create network", name, e))?;
         if created.warning.is_empty() {
             return Ok(());
         }
         // API 1.41 lets a second network take a name in use (one the leftover sweep did not
         // find, so not ours). Containers join networks by name: the other one must go.
-        replace_same_named_network(docker, &names.network, &created.id).await
-    };
-    tokio::try_join!(
-        async {
-            docker
-                .create_volume(volume(&names.builds_volume, labels(Role::BuildsVolume)))
-                .await
-                .map_err(|e| Error::docker("create volume", &names.builds_volume, e))
-        },
-        async {
-            if config.disable_cache {
-                return Ok(());
-            }
-            docker
-                .create_volume(volume(&names.cache_volume, names.cache_labels(id)))
-                .await
-                .map(drop)
-                .map_err(|e| Error::docker("create volume", &names.cache_volume, e))
-        },
-        network,
-    )?;
+        replace_same_named_network(self.docker, name, &created.id).await
+    }
 
-    // Direct output (docker::direct) when the engine shares this host; without a
-    // directory for it, stages run over the attach.
-    let host = client::docker_host(config, &ctx.env);
-    let direct_dir = (config.docker.direct_output
-        && access == Access::Attach
-        && direct::possible(&host, engine_kernel.as_deref()))
-    .then_some(made_dir)
-    .and_then(|made| {
-        made.map_err(|e| output::warn(format!("direct output is off for this job: {e}")))
-            .ok()
-    });
-    let stages = containers::StageAccess {
-        access,
-        lifetime_secs: lifetime.keep_alive_secs(),
-        direct: direct_dir.as_deref(),
-    };
-    let labelled = |role, requested: &ImageRef, pulled: &Pulled| {
-        let mut all = container_labels(role);
-        all.extend(image_labels(&requested.pull_reference(), &pulled.reference));
-        all
-    };
-    let mut build = containers::build(
-        config,
-        &names,
-        plan,
-        image_id,
-        labelled(Role::Build, &plan.image, &image),
-        &stages,
-    );
-    let mut helper = containers::helper(
-        config,
-        &names,
-        plan,
-        helper_id,
-        labelled(Role::Helper, &plan.helper_image, &helper),
-        &stages,
-    );
-    let image = plan.image.to_string();
-    let build_and_helper = async {
-        // The build container joins the helper's network namespace, so it is created once
-        // the helper exists and started once that one runs.
-        match containers::create(docker, &names.helper, None, &helper).await {
-            // The engine runs on this kernel but does not see the directory (a runner in a
-            // container): stages run over the attach.
+    /// The job's directory for direct output ([`direct`]) when the engine shares this host
+    /// and attaches; without one, stages run over the attach.
+    fn direct_output_dir(
+        &self,
+        engine: &Engine,
+        made: std::io::Result<std::path::PathBuf>,
+    ) -> Option<std::path::PathBuf> {
+        let wanted = self.ctx.config.docker.direct_output
+            && engine.access() == Access::Attach
+            && engine.on_this_host();
+        wanted.then_some(made).and_then(|made| {
+            made.map_err(|e| output::warn(format!("direct output is off for this job: {e}")))
+                .ok()
+        })
+    }
+
+    /// Creates and starts the helper, then the build container, which joins the helper's
+    /// network namespace: it is created once the helper exists and started once that one
+    /// runs. An engine on this kernel that cannot see the job's directory (a runner in a
+    /// container) refuses the mount: both are then made without it, over the attach.
+    async fn build_and_helper(
+        &self,
+        first: &FirstStep<'_>,
+        direct_dir: Option<&Path>,
+    ) -> Result<()> {
+        let (ctx, docker, names, plan) = (self.ctx, self.docker, &self.names, self.plan);
+        let stages = containers::StageAccess {
+            access: first.engine.access(),
+            lifetime_secs: self.lifetime.keep_alive_secs(),
+            direct: direct_dir,
+        };
+        let labelled = |role, requested: &ImageRef, pulled: &Pulled| {
+            let mut all = self.container_labels(role);
+            all.extend(image_labels(&requested.pull_reference(), &pulled.reference));
+            all
+        };
+        let id = |pulled: &Pulled| pulled.inspect.id.clone().unwrap_or_default();
+        let mut build = containers::build(
+            &ctx.config,
+            names,
+            plan,
+            id(&first.image),
+            labelled(Role::Build, &plan.image, &first.image),
+            &stages,
+        );
+        let mut helper = containers::helper(
+            &ctx.config,
+            names,
+            plan,
+            id(&first.helper),
+            labelled(Role::Helper, &plan.helper_image, &first.helper),
+            &stages,
+        );
+        match container::create(docker, &names.helper, None, &helper).await {
             Err(e) if direct_dir.is_some() && direct::engine_cannot_see(&e) => {
                 output::warn(format!(
                     "the Docker engine cannot see {}, so job output goes through the engine; \
                      share TMPDIR with the engine's host, or set [docker] direct_output = false",
-                    job_dirs.of(&names.job).display()
+                    ctx.job_dirs().of(&names.job).display()
                 ));
                 direct::unmount(&mut helper);
                 direct::unmount(&mut build);
-                containers::create(docker, &names.helper, None, &helper).await?;
+                container::create(docker, &names.helper, None, &helper).await?;
             }
             created => created?,
         }
         let (started, created) = tokio::join!(
-            containers::start(docker, &names.helper),
-            containers::create(docker, &names.build, platform, &build),
+            container::start(docker, &names.helper),
+            container::create(docker, &names.build, plan.platform.as_deref(), &build),
         );
         started?;
         created?;
-        containers::start(docker, &names.build).await
-    };
-    let (started, ()) = tokio::try_join!(
-        services::start(
-            docker,
-            config,
-            &names,
-            plan,
-            || container_labels(Role::Service),
-            auth,
-            audit.as_ref(),
-        ),
-        build_and_helper,
-    )?;
-    let limit = Duration::from_secs(config.wait_for_services_timeout);
-    if !limit.is_zero() && started.iter().any(|s| !s.ports.is_empty()) {
-        let rootless = client::rootless(docker, &host).await;
-        let from = services::probe_from(&host, engine_kernel.as_deref(), rootless);
-        services::wait(docker, &names, &started, limit, from).await;
+        container::start(docker, &names.build).await
     }
-    ensure_running(docker, &names.build, Some(&image), "the job").await
+
+    /// Waits for the services' ports, from where the engine lets the driver reach them.
+    async fn wait_for_services(&self, engine: &Engine, started: &[services::Started<'_>]) {
+        let limit = Duration::from_secs(self.ctx.config.wait_for_services_timeout);
+        if !limit.is_zero() && started.iter().any(|s| !s.ports.is_empty()) {
+            let from = services::probe_from(engine);
+            services::wait(self.docker, &self.names, started, limit, from).await;
+        }
+    }
 }
 
 /// Removes every network named `name` except `keep`.

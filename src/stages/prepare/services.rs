@@ -13,8 +13,6 @@ use std::net::IpAddr;
 use std::time::Duration;
 
 use bollard::Docker;
-use bollard::exec::{CreateExecOptions, StartExecOptions, StartExecResults};
-use futures_util::StreamExt;
 use futures_util::future::{join_all, try_join_all};
 use tokio::time::{Instant, timeout};
 
@@ -24,6 +22,8 @@ use super::plan::{Plan, ServicePlan, healthcheck_ports};
 use crate::auth::Resolver;
 use crate::auth::ecr::TokenFetcher;
 use crate::config::Config;
+use crate::docker::container;
+use crate::docker::engine::Engine;
 use crate::docker::pull::ensure_image;
 use crate::docker::state;
 use crate::error::Result;
@@ -78,7 +78,7 @@ pub(crate) async fn start<'p, F: TokenFetcher>(
                 image.inspect.id.unwrap_or_default(),
                 labels,
             );
-            containers::create_and_start(docker, &container, None, &body).await?;
+            container::create_and_start(docker, &container, None, &body).await?;
             output::info(format!(
                 "Started service {} as {container} (aliases: {})",
                 service.name,
@@ -220,7 +220,7 @@ async fn from_helper<'a, 'p>(
             cmd.push(port.to_string());
         }
     }
-    let report = exec_output(docker, helper, cmd, deadline).await?;
+    let report = container::exec_output(docker, helper, cmd, deadline).await?;
     if report.lines().any(|l| l == "noprobe") {
         return Err(format!(
             "the helper image has neither `nc` nor `bash` to probe ports from the job's \
@@ -259,43 +259,6 @@ while [ $# -ge 2 ]; do
   shift 2
 done"#;
 
-/// Runs `cmd` in `container` and returns its stdout, within `deadline` plus a margin.
-async fn exec_output(
-    docker: &Docker,
-    container: &str,
-    cmd: Vec<String>,
-    deadline: Instant,
-) -> Result<String, String> {
-    let options = CreateExecOptions {
-        cmd: Some(cmd),
-        attach_stdout: Some(true),
-        attach_stderr: Some(false),
-        ..Default::default()
-    };
-    let exec = docker
-        .create_exec(container, options)
-        .await
-        .map_err(|e| format!("exec in {container}: {e}"))?;
-    let started = docker
-        .start_exec(&exec.id, None::<StartExecOptions>)
-        .await
-        .map_err(|e| format!("exec in {container}: {e}"))?;
-    let StartExecResults::Attached { mut output, .. } = started else {
-        return Err(format!("exec in {container}: no output"));
-    };
-    let mut text = String::new();
-    let read = async {
-        while let Some(Ok(chunk)) = output.next().await {
-            text.push_str(&String::from_utf8_lossy(&chunk.into_bytes()));
-        }
-    };
-    let limit = deadline.saturating_duration_since(Instant::now()) + Duration::from_secs(10);
-    timeout(limit, read)
-        .await
-        .map_err(|_| format!("the probe in {container} did not end"))?;
-    Ok(text)
-}
-
 /// The container's address on the job network.
 async fn address(docker: &Docker, container: &str, network: &str) -> Option<IpAddr> {
     let inspect = docker.inspect_container(container, None).await.ok()?;
@@ -323,10 +286,10 @@ async fn probe(ip: IpAddr, port: u16, deadline: Instant) -> bool {
     }
 }
 
-/// Where to probe services from: the driver's host when the engine is local (a `unix://`
-/// socket, this kernel) and rootful, else inside the job's network.
-pub(crate) fn probe_from(host: &str, engine_kernel: Option<&str>, rootless: bool) -> ProbeFrom {
-    if crate::docker::direct::possible(host, engine_kernel) && !rootless {
+/// Where to probe services from: the driver's host when the engine is on this host and
+/// rootful, else inside the job's network.
+pub(crate) fn probe_from(engine: &Engine) -> ProbeFrom {
+    if engine.on_this_host() && !engine.rootless {
         ProbeFrom::Driver
     } else {
         ProbeFrom::Helper
@@ -336,21 +299,34 @@ pub(crate) fn probe_from(host: &str, engine_kernel: Option<&str>, rootless: bool
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::docker::engine::Kind;
 
     #[test]
     fn only_a_local_rootful_engine_is_probed_from_the_driver() {
-        let kernel = crate::docker::direct::local_kernel().unwrap();
-        let local = "unix:///var/run/docker.sock";
-        assert_eq!(probe_from(local, Some(&kernel), false), ProbeFrom::Driver);
-        assert_eq!(probe_from(local, Some(&kernel), true), ProbeFrom::Helper);
-        assert_eq!(
-            probe_from("tcp://10.0.0.2:2376", Some(&kernel), false),
-            ProbeFrom::Helper
-        );
-        assert_eq!(
-            probe_from(local, Some("6.10.14-linuxkit"), false),
-            ProbeFrom::Helper
-        );
+        let local = Engine {
+            host: "unix:///var/run/docker.sock".into(),
+            kind: Kind::Docker,
+            version: None,
+            api: None,
+            kernel: crate::docker::engine::local_kernel(),
+            rootless: false,
+        };
+        assert_eq!(probe_from(&local), ProbeFrom::Driver);
+        let rootless = Engine {
+            rootless: true,
+            ..local.clone()
+        };
+        assert_eq!(probe_from(&rootless), ProbeFrom::Helper);
+        let remote = Engine {
+            host: "tcp://10.0.0.2:2376".into(),
+            ..local.clone()
+        };
+        assert_eq!(probe_from(&remote), ProbeFrom::Helper);
+        let vm = Engine {
+            kernel: Some("6.10.14-linuxkit".into()),
+            ..local
+        };
+        assert_eq!(probe_from(&vm), ProbeFrom::Helper);
     }
 
     /// The in-network probe needs what every helper image has: a POSIX shell with `date`,

@@ -1,0 +1,101 @@
+//! Operations on one container that the stages compose: create (replacing a same-named
+//! container the leftover sweep did not find), start, and the output of a one-off exec.
+
+use std::time::Duration;
+
+use bollard::Docker;
+use bollard::exec::{CreateExecOptions, StartExecOptions, StartExecResults};
+use bollard::models::ContainerCreateBody;
+use bollard::query_parameters::CreateContainerOptions;
+use futures_util::StreamExt;
+use tokio::time::{Instant, timeout};
+
+use crate::error::{Error, Result};
+
+pub(crate) async fn create_and_start(
+    docker: &Docker,
+    name: &str,
+    platform: Option<&str>,
+    body: &ContainerCreateBody,
+) -> Result<()> {
+    create(docker, name, platform, body).await?;
+    start(docker, name).await
+}
+
+/// Creates a container; a same-named one the leftover sweep missed is replaced.
+pub(crate) async fn create(
+    docker: &Docker,
+    name: &str,
+    platform: Option<&str>,
+    body: &ContainerCreateBody,
+) -> Result<()> {
+    let options = CreateContainerOptions {
+        name: Some(name.to_owned()),
+        platform: platform.unwrap_or_default().to_owned(),
+    };
+    match docker
+        .create_container(Some(options.clone()), body.clone())
+        .await
+    {
+        Ok(_) => {}
+        // A container of that name without the job's label (so not found by the leftover
+        // sweep): remove it and try once more.
+        Err(bollard::errors::Error::DockerResponseServerError {
+            status_code: 409, ..
+        }) => {
+            if let Some(failure) = super::resources::remove_container(docker, name).await {
+                crate::output::warn(format!("could not remove conflicting {failure}"));
+            }
+            docker
+                .create_container(Some(options), body.clone())
+                .await
+                .map_err(|e| Error::docker("create container", name, e))?;
+        }
+        Err(e) => return Err(Error::docker("create container", name, e)),
+    }
+    Ok(())
+}
+
+pub(crate) async fn start(docker: &Docker, name: &str) -> Result<()> {
+    docker
+        .start_container(name, None)
+        .await
+        .map_err(|e| Error::docker("start container", name, e))
+}
+
+/// Runs `cmd` in `container` and returns its stdout, within `deadline` plus a margin.
+pub(crate) async fn exec_output(
+    docker: &Docker,
+    container: &str,
+    cmd: Vec<String>,
+    deadline: Instant,
+) -> Result<String, String> {
+    let options = CreateExecOptions {
+        cmd: Some(cmd),
+        attach_stdout: Some(true),
+        attach_stderr: Some(false),
+        ..Default::default()
+    };
+    let exec = docker
+        .create_exec(container, options)
+        .await
+        .map_err(|e| format!("exec in {container}: {e}"))?;
+    let started = docker
+        .start_exec(&exec.id, None::<StartExecOptions>)
+        .await
+        .map_err(|e| format!("exec in {container}: {e}"))?;
+    let StartExecResults::Attached { mut output, .. } = started else {
+        return Err(format!("exec in {container}: no output"));
+    };
+    let mut text = String::new();
+    let read = async {
+        while let Some(Ok(chunk)) = output.next().await {
+            text.push_str(&String::from_utf8_lossy(&chunk.into_bytes()));
+        }
+    };
+    let limit = deadline.saturating_duration_since(Instant::now()) + Duration::from_secs(10);
+    timeout(limit, read)
+        .await
+        .map_err(|_| format!("the probe in {container} did not end"))?;
+    Ok(text)
+}
