@@ -56,6 +56,8 @@ pub(crate) enum Error {
     Auth(#[from] AuthError),
     #[error(transparent)]
     Stage(#[from] StageError),
+    #[error(transparent)]
+    Metadata(#[from] MetadataError),
 }
 
 /// The driver's config and the runner's environment and payload: the runner's to fix.
@@ -82,6 +84,30 @@ pub(crate) enum ConfigError {
 
     #[error("cannot read the job payload {path}: {message}")]
     JobPayload { path: PathBuf, message: String },
+}
+
+/// The host's credential endpoints cannot be blocked for a job, and the operator's
+/// `[security] instance_metadata` is `block`: the runner's to fix.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum MetadataError {
+    #[error(
+        "the host's instance metadata and container credential endpoints cannot be blocked for \
+         this job: {reason}; its processes could read the runner host's AWS credentials, so \
+         `[security] instance_metadata = \"block\"` (the default) refuses to run it; change \
+         that setting of the driver config, or set instance_metadata = \"warn\" to run such \
+         jobs with a warning, or \"allow\" for jobs meant to use the host's role"
+    )]
+    Unenforceable { reason: String },
+
+    #[error(
+        "could not block the host's instance metadata and container credential endpoints in \
+         the network namespace of {container}: {reason}; the job's processes could read the \
+         runner host's AWS credentials, so `[security] instance_metadata = \"block\"` (the \
+         default) refuses to run it; the block is a container of the helper image that runs \
+         `ip route` with NET_ADMIN in that namespace: use a helper image that has `ip` \
+         (busybox or iproute2) and an engine that allows NET_ADMIN, or set instance_metadata = \"warn\""
+    )]
+    NotInPlace { container: String, reason: String },
 }
 
 /// What the job asked for and the operator's policy refuses, decided before any Docker call:
@@ -422,10 +448,11 @@ pub(crate) enum StageError {
 
 impl Error {
     /// The one place that classifies errors: each layer decides for its own, exhaustively,
-    /// so a new variant must decide.
+    /// so a new variant must decide. What the metadata guard could not do is always the
+    /// runner's: the job never chose its network namespace's privileges.
     pub(crate) fn failure(&self) -> Failure {
         match self {
-            Error::Config(_) | Error::Engine(_) => Failure::System,
+            Error::Config(_) | Error::Engine(_) | Error::Metadata(_) => Failure::System,
             Error::Policy(_) => Failure::Build,
             Error::Pull(e) => e.failure(),
             Error::Auth(e) => e.failure(),

@@ -30,6 +30,11 @@ pub(crate) enum Role {
     CacheVolume,
     Network,
     Service,
+    /// A service's network namespace owner (see `stages::prepare::services`).
+    ServiceNetwork,
+    /// A short-lived container that blocks the host's credential endpoints in a namespace
+    /// (see `docker::guard`).
+    MetadataGuard,
 }
 
 impl Role {
@@ -41,6 +46,8 @@ impl Role {
             Role::CacheVolume => "cache",
             Role::Network => "network",
             Role::Service => "service",
+            Role::ServiceNetwork => "service-network",
+            Role::MetadataGuard => "metadata-guard",
         }
     }
 }
@@ -83,6 +90,11 @@ impl Names {
     /// Container name of the job's `index`-th service.
     pub(crate) fn service(&self, index: usize) -> String {
         format!("{}-svc{index}", self.job)
+    }
+
+    /// Container name of the owner of the `index`-th service's network namespace.
+    pub(crate) fn service_network(&self, index: usize) -> String {
+        format!("{}-svc{index}-net", self.job)
     }
 
     /// Labels for a per-job resource.

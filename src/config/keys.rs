@@ -58,6 +58,7 @@ pub(crate) const TOP_LEVEL: &[&str] = &[
     "registry",
     "pull_through",
     "audit",
+    "security",
 ];
 
 /// The keys of `[services]` (its limits are flattened in too).

@@ -5,13 +5,14 @@
 //!
 //! Everything is parsed into types once, at load: sizes, volumes, devices, hosts and compiled
 //! allow-lists ([`container`], [`units`], [`crate::policy`]), `[docker]` ([`docker`]),
-//! `[ecr]` and `[[registry]]` ([`ecr`]).
+//! `[ecr]` and `[[registry]]` ([`ecr`]), `[security]` ([`security`]).
 
 pub(crate) mod container;
 pub(crate) mod docker;
 pub(crate) mod ecr;
 pub(crate) mod keys;
 pub(crate) mod pull_through;
+pub(crate) mod security;
 pub(crate) mod units;
 
 use std::collections::BTreeMap;
@@ -23,6 +24,7 @@ use self::container::{ContainerSettings, Resources, ServiceSettings};
 use self::docker::DockerConfig;
 use self::ecr::{EcrConfig, RegistryConfig};
 use self::pull_through::PullThrough;
+use self::security::SecurityConfig;
 use crate::error::{ConfigError, Error, Result};
 use crate::naming::LABEL_PREFIX;
 use crate::policy::AllowList;
@@ -93,6 +95,8 @@ pub(crate) struct Config {
     pub pull_through: Vec<PullThrough>,
     /// `[audit]`: the trail of every pull.
     pub audit: AuditConfig,
+    /// `[security]`: what a job may reach of the host's own identity.
+    pub security: SecurityConfig,
 }
 
 /// `[audit]`.
@@ -132,6 +136,7 @@ impl Default for Config {
             registries: Vec::new(),
             pull_through: Vec::new(),
             audit: AuditConfig::default(),
+            security: SecurityConfig::default(),
         }
     }
 }

@@ -6,7 +6,7 @@ use std::time::Duration;
 use bollard::Docker;
 use bollard::exec::{CreateExecOptions, StartExecOptions, StartExecResults};
 use bollard::models::ContainerCreateBody;
-use bollard::query_parameters::CreateContainerOptions;
+use bollard::query_parameters::{CreateContainerOptions, WaitContainerOptions};
 use futures_util::StreamExt;
 use tokio::time::{Instant, timeout};
 
@@ -61,6 +61,21 @@ pub(crate) async fn start(docker: &Docker, name: &str) -> Result<()> {
         .start_container(name, None)
         .await
         .map_err(|e| Error::docker("start container", name, e))
+}
+
+/// Waits for a started container to end; its exit code.
+pub(crate) async fn wait(docker: &Docker, name: &str) -> Result<i64> {
+    let mut waits = docker.wait_container(name, None::<WaitContainerOptions>);
+    match waits.next().await {
+        Some(Ok(exit)) => Ok(exit.status_code),
+        // bollard reports a non-zero exit as an error carrying the code.
+        Some(Err(bollard::errors::Error::DockerContainerWaitError { code, .. })) => Ok(code),
+        Some(Err(e)) => Err(Error::docker("wait for container", name, e)),
+        None => Err(Error::io(
+            format!("waiting for container {name}"),
+            std::io::Error::other("the engine ended the wait without an exit code"),
+        )),
+    }
 }
 
 /// Runs `cmd` in `container` and returns its stdout, within `deadline` plus a margin.

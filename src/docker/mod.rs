@@ -5,6 +5,7 @@
 //! - [`client`]: the bollard client and the engine's error classes;
 //! - [`engine`]: what the engine is (Docker or Podman, API, kernel, rootless), asked once;
 //! - [`container`]: create (replacing a same-named one), start, a one-off exec's output;
+//! - [`guard`]: the host's credential endpoints made unreachable in a job's namespaces;
 //! - [`state`]: a container's state, and what the stages conclude from it;
 //! - [`pull`]: images under pull policies, with credentials from [`crate::auth`];
 //! - [`resources`]: removing a job's containers, network and volumes;
@@ -20,6 +21,7 @@ pub(crate) mod direct;
 pub(crate) mod engine;
 pub(crate) mod exec;
 pub(crate) mod fifo;
+pub(crate) mod guard;
 pub(crate) mod markers;
 pub(crate) mod pull;
 pub(crate) mod resources;

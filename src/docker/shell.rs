@@ -78,7 +78,7 @@ impl Access {
     /// (an engine restart without live-restore, or shutdown): none. PID 1 there (the shell
     /// above, or `sleep`) ignores SIGTERM, so Docker's default 10 s would only delay the
     /// engine; the job's own processes get their signals from a cancel (see `script`).
-    const STOP_TIMEOUT_SECS: i64 = 0;
+    pub(crate) const STOP_TIMEOUT_SECS: i64 = 0;
 }
 
 /// What the stage shell is given for one stage. The script's stdout and stderr go to the
@@ -274,7 +274,13 @@ pub(crate) async fn run_script(
                 }
                 frame = output.next() => {
                     let Some(frame) = frame else {
-                        return Err(ShellError::Ended);
+                        // Before the stage's start marker the container stopped without
+                        // running the stage: as one found stopped, its state says why.
+                        return Err(if stage_shell.load(Ordering::Relaxed) == 0 {
+                            ShellError::ContainerNotRunning
+                        } else {
+                            ShellError::Ended
+                        });
                     };
                     on_frame(frame, &mut streams, &mut to_out, &mut to_err)?;
                 }

@@ -67,8 +67,13 @@ git init -q -b main && git config user.email ci@example.com && git config user.n
 echo hello-from-git > README && git add README && git commit -qm first
 git clone -q --bare /tmp/src /srv/git/repo.git
 exec git -c safe.directory='*' daemon --reuseaddr --export-all --base-path=/srv/git --port=9418"#;
+    // Debian's minbase has no `ip`, so the metadata guard cannot be put in place:
+    // `instance_metadata = "warn"` runs the job and says so once.
     let job = Job::builder(DEBIAN)
-        .only_config(&debian_helper())
+        .only_config(&format!(
+            "{}\n[security]\ninstance_metadata = \"warn\"",
+            debian_helper()
+        ))
         .services(json!([{
             "name": DEBIAN, "alias": "gitserver",
             "entrypoint": ["bash", "-c"], "command": [git_server],
@@ -79,6 +84,17 @@ exec git -c safe.directory='*' daemon --reuseaddr --export-all --base-path=/srv/
     prepare.assert_ok();
     assert!(
         !prepare.stderr.contains("did not open"),
+        "{}",
+        prepare.stderr
+    );
+    assert_eq!(
+        prepare
+            .stderr
+            .matches(
+                "the helper image has no `ip` command ([security] instance_metadata = \"warn\")"
+            )
+            .count(),
+        1,
         "{}",
         prepare.stderr
     );

@@ -17,6 +17,7 @@ mod exec;
 mod fake_aws;
 mod faults;
 mod jobs;
+mod metadata;
 mod output;
 mod parity;
 mod policy;

@@ -150,7 +150,8 @@ fn policies_are_decided_from_the_payload() {
         ),
         (
             format!(
-                "privileged = true\nuser = \"nobody\"\nallowed_privileged_images = [\"{busybox}\"]"
+                "privileged = true\nuser = \"nobody\"\nallowed_privileged_images = [\"{busybox}\"]\n\
+                 [security]\ninstance_metadata = \"warn\""
             ),
             json!({"name": BUSYBOX}),
             ENTRYPOINT,
@@ -237,7 +238,7 @@ fn user_and_privileged_reach_the_container() {
     // As `nobody`: this sandbox's Docker cannot give a privileged root every capability.
     let job = Job::builder(BUSYBOX)
         .payload_image(json!({"name": BUSYBOX, "executor_opts": {"docker": {"user": "nobody", "platform": "linux/amd64"}}}))
-        .config("privileged = true")
+        .config("privileged = true\n[security]\ninstance_metadata = \"warn\"")
         .build();
     job.prepare_ok();
     let out = job.run("build_script", "id -u");
@@ -303,11 +304,27 @@ cpus = "0.25""#,
         "{{.HostConfig.DnsSearch}} {{.HostConfig.ExtraHosts}} {{.HostConfig.NanoCpus}}",
     );
     assert_eq!(dns, "[example.test] [db.test:10.1.2.3] 0");
+    // A service's limits are its own; its DNS settings belong to the owner of its network
+    // namespace, which the metadata guard blocks before the service starts.
     let service = inspect(
         &format!("{}-svc0", job.key()),
-        "{{.HostConfig.NanoCpus}} {{.HostConfig.Memory}} {{.HostConfig.ExtraHosts}}",
+        "{{.HostConfig.NanoCpus}} {{.HostConfig.Memory}} {{.HostConfig.NetworkMode}}",
     );
-    assert_eq!(service, "250000000 50331648 [db.test:10.1.2.3]");
+    let owner = format!("{}-svc0-net", job.key());
+    assert_eq!(
+        service,
+        format!(
+            "250000000 50331648 container:{}",
+            inspect(&owner, "{{.Id}}")
+        )
+    );
+    assert_eq!(
+        inspect(
+            &owner,
+            "{{.HostConfig.ExtraHosts}} {{.HostConfig.NanoCpus}}"
+        ),
+        "[db.test:10.1.2.3] 0"
+    );
 
     let out = job.run(
         "build_script",

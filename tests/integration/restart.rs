@@ -16,21 +16,21 @@ use crate::harness::*;
 
 /// A private dockerd named `name` (its netns, `/run/ecr-<name>`, `/var/lib/ecr-<name>`),
 /// destroyed on drop with everything it ran.
-struct PrivateDockerd {
-    name: &'static str,
+pub struct PrivateDockerd {
+    pub name: &'static str,
     /// `--live-restore`: the containers outlive the daemon.
     live_restore: bool,
 }
 
 impl PrivateDockerd {
-    fn start(name: &'static str) -> PrivateDockerd {
+    pub fn start(name: &'static str) -> PrivateDockerd {
         PrivateDockerd::started(PrivateDockerd {
             name,
             live_restore: false,
         })
     }
 
-    fn start_live_restore(name: &'static str) -> PrivateDockerd {
+    pub fn start_live_restore(name: &'static str) -> PrivateDockerd {
         PrivateDockerd::started(PrivateDockerd {
             name,
             live_restore: true,
@@ -43,7 +43,7 @@ impl PrivateDockerd {
         engine
     }
 
-    fn script(&self, command: &str) {
+    pub fn script(&self, command: &str) {
         let script = concat!(
             env!("CARGO_MANIFEST_DIR"),
             "/scripts/engines/private-dockerd.sh"
@@ -64,16 +64,16 @@ impl PrivateDockerd {
         );
     }
 
-    fn run_dir(&self) -> PathBuf {
+    pub fn run_dir(&self) -> PathBuf {
         PathBuf::from(format!("/run/ecr-{}", self.name))
     }
 
-    fn host(&self) -> String {
+    pub fn host(&self) -> String {
         format!("unix://{}/docker.sock", self.run_dir().display())
     }
 
     /// A driver config that talks to this engine, with a short wait for it in cleanup.
-    fn config(&self) -> String {
+    pub fn config(&self) -> String {
         format!(
             "[docker]\nhost = \"{}\"\nengine_restart_wait = 40",
             self.host()
@@ -81,7 +81,7 @@ impl PrivateDockerd {
     }
 
     /// SIGKILLs dockerd at once (its containerd follows): the socket file stays and refuses.
-    fn kill(&self) {
+    pub fn kill(&self) {
         let pid: i32 = std::fs::read_to_string(self.run_dir().join("docker.pid"))
             .unwrap()
             .trim()
@@ -91,7 +91,7 @@ impl PrivateDockerd {
         rustix::process::kill_process(pid, rustix::process::Signal::KILL).unwrap();
     }
 
-    fn leftovers(&self, job: &Job) -> Vec<String> {
+    pub fn leftovers(&self, job: &Job) -> Vec<String> {
         leftovers_at(Some(&self.host()), &job.key())
     }
 

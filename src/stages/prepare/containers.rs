@@ -140,20 +140,19 @@ pub(crate) fn helper(
     body
 }
 
+/// A service container. It joins the network namespace of its [`service_network`] container,
+/// which holds its address and aliases on the job's network and its DNS settings, so that
+/// the namespace exists, guarded, before the service's own ENTRYPOINT runs.
 pub(crate) fn service(
     config: &Config,
-    names: &Names,
     service: &ServicePlan,
+    network_owner: &str,
     image_id: String,
     labels: HashMap<String, String>,
 ) -> ContainerCreateBody {
-    let dns = dns_settings(&config.container);
     let host = HostConfig {
-        network_mode: Some(names.network.clone()),
+        network_mode: Some(format!("container:{network_owner}")),
         privileged: Some(service.privileged),
-        dns: dns.dns,
-        dns_search: dns.dns_search,
-        extra_hosts: dns.extra_hosts,
         ..resources(&config.services.resources)
     };
     ContainerCreateBody {
@@ -163,7 +162,37 @@ pub(crate) fn service(
         env: (!service.env.is_empty()).then(|| service.env.clone()),
         labels: Some(labels),
         host_config: Some(host),
+        ..Default::default()
+    }
+}
+
+/// The owner of a service's network namespace: the driver's helper image keeping it alive
+/// (as the helper container does for the build container), on the job's network under the
+/// service's aliases.
+pub(crate) fn service_network(
+    config: &Config,
+    names: &Names,
+    service: &ServicePlan,
+    helper_image_id: String,
+    labels: HashMap<String, String>,
+    lifetime_secs: u64,
+) -> ContainerCreateBody {
+    let dns = dns_settings(&config.container);
+    let host = HostConfig {
+        network_mode: Some(names.network.clone()),
+        dns: dns.dns,
+        dns_search: dns.dns_search,
+        extra_hosts: dns.extra_hosts,
+        ..Default::default()
+    };
+    ContainerCreateBody {
+        image: Some(helper_image_id),
+        entrypoint: Some(vec!["sh".into(), "-c".into()]),
+        cmd: Some(vec![format!("exec sleep {lifetime_secs}")]),
+        labels: Some(labels),
+        host_config: Some(host),
         networking_config: endpoint(names, true, service.aliases.clone()),
+        stop_timeout: Some(Access::STOP_TIMEOUT_SECS),
         ..Default::default()
     }
 }

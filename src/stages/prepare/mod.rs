@@ -11,6 +11,7 @@
 
 pub(crate) mod audit;
 pub(crate) mod containers;
+pub(crate) mod metadata;
 pub(crate) mod plan;
 pub(crate) mod services;
 
@@ -39,6 +40,7 @@ use crate::pull_policy::PullPolicy;
 use crate::reference::ImageRef;
 
 use audit::{Audit, audited};
+use metadata::Guard;
 pub(crate) use plan::Plan;
 
 pub(crate) async fn run(ctx: &Context, cancel: &CancellationToken) -> Result<()> {
@@ -63,25 +65,34 @@ async fn prepare(
     plan: &Plan,
     auth: &Resolver<'_>,
 ) -> Result<()> {
+    metadata::announce(&plan.metadata)?;
     let job = Job::new(ctx, docker, id, plan);
     let first = job.sweep_pull_and_ask(auth).await?;
+    let helper_image_id = first.helper.inspect.id.clone().unwrap_or_default();
+    let guard = Guard::new(
+        &plan.metadata,
+        helper_image_id.clone(),
+        job.labels(Role::MetadataGuard),
+    );
     // The job's directory, made before anything of the job exists on the engine: besides
     // holding direct output's FIFOs, it tells cleanup that an engine found down may hold some
     // of this job, worth waiting for.
     let made_dir = ctx.job_dirs().create(&job.names.job);
     job.volumes_and_network().await?;
     let direct_dir = job.direct_output_dir(&first.engine, made_dir);
+    let services = services::ServiceStart {
+        docker,
+        config: &ctx.config,
+        names: &job.names,
+        auth,
+        audit: first.audit.as_ref(),
+        guard: &guard,
+        helper_image_id,
+        lifetime_secs: job.lifetime.keep_alive_secs(),
+    };
     let (started, ()) = tokio::try_join!(
-        services::start(
-            docker,
-            &ctx.config,
-            &job.names,
-            plan,
-            || job.container_labels(Role::Service),
-            auth,
-            first.audit.as_ref(),
-        ),
-        job.build_and_helper(&first, direct_dir.as_deref()),
+        services::start(&services, plan, |role| job.container_labels(role)),
+        job.build_and_helper(&first, direct_dir.as_deref(), &guard),
     )?;
     job.wait_for_services(&first.engine, &started).await;
     ensure_running(
@@ -272,12 +283,15 @@ impl<'a> Job<'a> {
 
     /// Creates and starts the helper, then the build container, which joins the helper's
     /// network namespace: it is created once the helper exists and started once that one
-    /// runs. An engine on this kernel that cannot see the job's directory (a runner in a
-    /// container) refuses the mount: both are then made without it, over the attach.
+    /// runs and the metadata guard is in its namespace (the build container's ENTRYPOINT is
+    /// the job's first process). An engine on this kernel that cannot see the job's
+    /// directory (a runner in a container) refuses the mount: both are then made without it,
+    /// over the attach.
     async fn build_and_helper(
         &self,
         first: &FirstStep<'_>,
         direct_dir: Option<&Path>,
+        guard: &Guard<'_>,
     ) -> Result<()> {
         let (ctx, docker, names, plan) = (self.ctx, self.docker, &self.names, self.plan);
         let stages = containers::StageAccess {
@@ -320,11 +334,14 @@ impl<'a> Job<'a> {
             }
             created => created?,
         }
-        let (started, created) = tokio::join!(
-            container::start(docker, &names.helper),
+        let (guarded, created) = tokio::join!(
+            async {
+                container::start(docker, &names.helper).await?;
+                guard.block(docker, &names.helper).await
+            },
             container::create(docker, &names.build, plan.platform.as_deref(), &build),
         );
-        started?;
+        guarded?;
         created?;
         container::start(docker, &names.build).await
     }

@@ -5,6 +5,7 @@
 use super::super::Context;
 use crate::config::Config;
 use crate::config::pull_through::{self, Route};
+use crate::config::security::MetadataPolicy;
 use crate::error::{ConfigError, Error, PolicyError, Result};
 use crate::job::payload::ServiceSpec;
 use crate::job::{JobPayload, JobVars};
@@ -34,6 +35,8 @@ pub(crate) struct Plan {
     pub platform: Option<String>,
     pub privileged: bool,
     pub services: Vec<ServicePlan>,
+    /// How the instance metadata guard applies to this job.
+    pub metadata: MetadataGuard,
     /// What the job log should say about decisions the job may not expect (privileges dropped).
     pub notices: Vec<String>,
 }
@@ -140,6 +143,10 @@ impl Plan {
             )?
         };
         let services = services(config, payload, &specs, &mut notices)?;
+        // Services are reached by alias, which needs a network of the job's own.
+        let network_per_job =
+            config.network_per_job || vars.flag("FF_NETWORK_PER_BUILD") || !services.is_empty();
+        let metadata = MetadataGuard::decide(config, network_per_job, privileged, &services);
 
         Ok(Plan {
             image,
@@ -148,16 +155,14 @@ impl Plan {
             entrypoint,
             helper_image,
             helper_route,
-            // Services are reached by alias, which needs a network of the job's own.
-            network_per_job: config.network_per_job
-                || vars.flag("FF_NETWORK_PER_BUILD")
-                || !services.is_empty(),
+            network_per_job,
             user,
             platform: docker_opts
                 .and_then(|o| o.platform.clone())
                 .filter(|p| !p.is_empty()),
             privileged,
             services,
+            metadata,
             notices,
         })
     }
@@ -194,6 +199,78 @@ fn check(list: &AllowList, kind: &'static str, name: &str, setting: &'static str
             setting,
             allowed: list.patterns().to_vec(),
         }))
+    }
+}
+
+/// How the instance metadata guard ([`crate::docker::guard`]) applies to one job, decided
+/// from the config and the plan before any Docker call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct MetadataGuard {
+    pub policy: MetadataPolicy,
+    /// Put the routes into the job's namespaces: not with `allow`, and never into a namespace
+    /// that is not the job's own (the host's, another container's).
+    pub block: bool,
+    /// Why the block cannot hold for this job, when it cannot.
+    pub unenforced: Option<String>,
+}
+
+impl MetadataGuard {
+    fn decide(
+        config: &Config,
+        network_per_job: bool,
+        privileged: bool,
+        services: &[ServicePlan],
+    ) -> MetadataGuard {
+        let policy = config.security.instance_metadata;
+        let mode = (!network_per_job)
+            .then_some(config.container.network_mode.as_deref())
+            .flatten();
+        let mut reasons = Vec::new();
+        let mut own_namespace = true;
+        match mode {
+            Some("host") => {
+                own_namespace = false;
+                reasons.push(
+                    "the job's containers use the host's network (`network_mode = \"host\"`)"
+                        .to_owned(),
+                );
+            }
+            Some(m) if m.starts_with("container:") => {
+                own_namespace = false;
+                reasons.push(format!(
+                    "the job's containers join another container's network namespace \
+                     (`network_mode = \"{m}\"`)"
+                ));
+            }
+            // No network at all: nothing to reach, nothing to block.
+            Some("none") => own_namespace = false,
+            _ => {}
+        }
+        let net_admin = config.container.cap_add.iter().any(|c| {
+            let c = c.to_ascii_uppercase();
+            c == "ALL" || c.trim_start_matches("CAP_") == "NET_ADMIN"
+        });
+        if privileged {
+            reasons
+                .push("the build container runs privileged, so it could remove the block".into());
+        } else if net_admin {
+            reasons.push(
+                "the build container has NET_ADMIN (`cap_add`), so it could remove the block"
+                    .into(),
+            );
+        }
+        for service in services.iter().filter(|s| s.privileged) {
+            reasons.push(format!(
+                "service {} runs privileged, so it could remove its block",
+                service.name
+            ));
+        }
+        MetadataGuard {
+            policy,
+            block: own_namespace && policy != MetadataPolicy::Allow,
+            unenforced: (policy != MetadataPolicy::Allow && !reasons.is_empty())
+                .then(|| reasons.join("; ")),
+        }
     }
 }
 

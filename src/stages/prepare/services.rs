@@ -1,6 +1,11 @@
 //! Service containers: pulled with the same policies and credentials as the job image,
 //! started on the job's network under their aliases, then waited for.
 //!
+//! Each service joins a network namespace made for it first: a small container of the
+//! helper image ([`containers::service_network`]) holds the service's address and aliases on
+//! the job's network, and the metadata guard is put into it ([`super::metadata`]) before the
+//! service's own ENTRYPOINT runs, as the helper does for the build container.
+//!
 //! Waiting: each service's TCP ports (its image's exposed ports, or `HEALTHCHECK_TCP_PORT`)
 //! are probed from the driver at the container's address on the job network, until
 //! `wait_for_services_timeout`. A service that does not come up is a warning with its last
@@ -18,6 +23,7 @@ use tokio::time::{Instant, timeout};
 
 use super::audit::{Audit, audited};
 use super::containers;
+use super::metadata::Guard;
 use super::plan::{Plan, ServicePlan, healthcheck_ports};
 use crate::auth::Resolver;
 use crate::auth::ecr::TokenFetcher;
@@ -27,38 +33,69 @@ use crate::docker::engine::Engine;
 use crate::docker::pull::ensure_image;
 use crate::docker::state;
 use crate::error::Result;
-use crate::naming::{Names, image_labels};
+use crate::naming::{Names, Role, image_labels};
 use crate::output;
 
 /// A started service and the ports to wait for.
 pub(crate) struct Started<'p> {
     pub container: String,
+    /// The container whose network namespace it joined: its address on the job network.
+    pub network_owner: String,
     pub plan: &'p ServicePlan,
     pub ports: Vec<u16>,
 }
 
-/// Pulls and starts every service concurrently.
+/// What starting the services needs besides the plan.
+pub(crate) struct ServiceStart<'a, F: TokenFetcher> {
+    pub docker: &'a Docker,
+    pub config: &'a Config,
+    pub names: &'a Names,
+    pub auth: &'a Resolver<'a, F>,
+    pub audit: Option<&'a Audit<'a>>,
+    pub guard: &'a Guard<'a>,
+    /// The helper image, which keeps each service's network namespace.
+    pub helper_image_id: String,
+    pub lifetime_secs: u64,
+}
+
+/// Pulls and starts every service concurrently: its network namespace first (made, then
+/// guarded), then the service in it.
 pub(crate) async fn start<'p, F: TokenFetcher>(
-    docker: &Docker,
-    config: &Config,
-    names: &Names,
+    with: &ServiceStart<'_, F>,
     plan: &'p Plan,
-    labels: impl Fn() -> HashMap<String, String>,
-    auth: &Resolver<'_, F>,
-    audit: Option<&Audit<'_>>,
+    labels: impl Fn(Role) -> HashMap<String, String>,
 ) -> Result<Vec<Started<'p>>> {
+    let (docker, names) = (with.docker, with.names);
     let starts = plan.services.iter().enumerate().map(|(i, service)| {
-        let labels = labels();
+        let (labels, owner_labels) = (labels(Role::Service), labels(Role::ServiceNetwork));
         async move {
-            let pull = ensure_image(
-                docker,
-                &service.image,
-                service.route.as_ref(),
-                &service.pull_policies,
-                None,
-                auth,
+            let owner = names.service_network(i);
+            let body = containers::service_network(
+                with.config,
+                names,
+                service,
+                with.helper_image_id.clone(),
+                owner_labels,
+                with.lifetime_secs,
             );
-            let image = audited(audit, "service", &service.image, pull).await?;
+            let network = async {
+                container::create_and_start(docker, &owner, None, &body).await?;
+                with.guard.block(docker, &owner).await
+            };
+            let pull = audited(
+                with.audit,
+                "service",
+                &service.image,
+                ensure_image(
+                    docker,
+                    &service.image,
+                    service.route.as_ref(),
+                    &service.pull_policies,
+                    None,
+                    with.auth,
+                ),
+            );
+            let (image, ()) = tokio::try_join!(pull, network)?;
             let mut labels = labels;
             labels.extend(image_labels(
                 &service.image.pull_reference(),
@@ -72,9 +109,9 @@ pub(crate) async fn start<'p, F: TokenFetcher>(
                 .unwrap_or_default();
             let container = names.service(i);
             let body = containers::service(
-                config,
-                names,
+                with.config,
                 service,
+                &owner,
                 image.inspect.id.unwrap_or_default(),
                 labels,
             );
@@ -86,6 +123,7 @@ pub(crate) async fn start<'p, F: TokenFetcher>(
             ));
             Ok(Started {
                 container,
+                network_owner: owner,
                 plan: service,
                 ports: healthcheck_ports(service, &exposed),
             })
@@ -125,7 +163,7 @@ pub(crate) async fn wait(
     let mut targets = Vec::new();
     for s in &waiting {
         // Its address on the job network; its first alias when the engine does not say.
-        let host = match address(docker, &s.container, &names.network).await {
+        let host = match address(docker, &s.network_owner, &names.network).await {
             Some(ip) => ip.to_string(),
             None => s.plan.aliases.first().cloned().unwrap_or_default(),
         };
