@@ -229,9 +229,30 @@ pub(crate) enum PullFailure {
 }
 
 /// Getting an image onto the engine's host failed: a system failure (the registry, the
-/// network or the operator's credentials), which the runner retries.
+/// network or the operator's credentials), which the runner retries; except an image on
+/// the host that this job's own credentials may not read, which is the job's.
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum PullError {
+    #[error(
+        "this job may not use {image}, which is on the host because another job pulled it: \
+         the registry refused its manifest to {who} ({message}); give the job credentials that \
+         may pull it (DOCKER_AUTH_CONFIG, or an ECR identity allowed ecr:BatchGetImage)"
+    )]
+    CachedNotReadable {
+        image: String,
+        /// Whose credentials were tried, never the secret.
+        who: String,
+        message: String,
+        failure: PullFailure,
+    },
+
+    #[error(
+        "cannot confirm that this job may use {image}, which is on the host: its registry did \
+         not answer the manifest request ({message}); check the registry and the network, or \
+         set [security] cached_images = \"verify-when-reachable\" on hosts meant to run offline"
+    )]
+    CachedUnconfirmed { image: String, message: String },
+
     #[error("pulling image {image} failed: {message}")]
     Failed {
         image: String,
@@ -559,7 +580,10 @@ impl PullError {
             PullError::Failed { failure, .. } => *failure,
             PullError::NotFound { .. } | PullError::NotPresent { .. } => PullFailure::NotFound,
             PullError::Denied { .. } => PullFailure::Denied,
-            PullError::PullThrough { .. } => PullFailure::Other,
+            PullError::CachedNotReadable { failure, .. } => *failure,
+            PullError::PullThrough { .. } | PullError::CachedUnconfirmed { .. } => {
+                PullFailure::Other
+            }
         }
     }
 
@@ -568,17 +592,22 @@ impl PullError {
         match self {
             PullError::Failed { message, .. }
             | PullError::NotFound { message, .. }
-            | PullError::Denied { message, .. } => message.clone(),
+            | PullError::Denied { message, .. }
+            | PullError::CachedNotReadable { message, .. }
+            | PullError::CachedUnconfirmed { message, .. } => message.clone(),
             PullError::PullThrough { .. } | PullError::NotPresent { .. } => self.to_string(),
         }
     }
 
     /// A pull that failed is the registry's, the network's or the operator's credentials'
-    /// doing, never the job's: the job's own mistakes (its reference, its policy) are
-    /// [`PolicyError`]s decided before the pull.
+    /// doing: the job's own mistakes (its reference, its policy) are [`PolicyError`]s
+    /// decided before the pull. Only a cached image the job's own credentials may not read
+    /// is the job's.
     pub(crate) fn failure(&self) -> Failure {
         match self {
+            PullError::CachedNotReadable { .. } => Failure::Build,
             PullError::Failed { .. }
+            | PullError::CachedUnconfirmed { .. }
             | PullError::NotFound { .. }
             | PullError::Denied { .. }
             | PullError::PullThrough { .. }

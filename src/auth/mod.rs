@@ -180,6 +180,11 @@ impl<'a, F: TokenFetcher> Resolver<'a, F> {
         }
     }
 
+    /// The driver config the credentials are resolved under.
+    pub(crate) fn config(&self) -> &Config {
+        self.config
+    }
+
     /// Adds the job payload's `credentials[]` as the last source of registry logins.
     pub(crate) fn with_job_credentials(mut self, credentials: &[Credential]) -> Self {
         self.payload_auth = DockerAuthConfig::from_credentials(credentials);

@@ -19,6 +19,7 @@ use super::client::is_not_found;
 use crate::auth::ecr::TokenFetcher;
 use crate::auth::{Credentials, Resolver};
 use crate::config::pull_through::{Fallback, Route};
+use crate::config::security::CachedImages;
 use crate::error::{AuthError, Error, PolicyError, PullError, PullFailure, Result};
 use crate::output;
 use crate::pull_policy::PullPolicy;
@@ -35,6 +36,32 @@ pub(crate) struct Pulled {
     pub credentials: Option<Credentials>,
     /// Whether it was pulled now (else it was already on the host).
     pub pulled: bool,
+    /// For an image already on the host: what confirmed that this job may use it.
+    pub cached: Option<CachedCheck>,
+}
+
+/// Why a job may use an image that was already on the host ([`CachedImages`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum CachedCheck {
+    /// The registry served its manifest to this job's credentials (or anonymously).
+    Confirmed,
+    /// It has no digest from a registry: built or loaded on the host by its operator.
+    Local,
+    /// The registry could not be reached, and `verify-when-reachable` ran the cached copy.
+    Unconfirmed,
+    /// `cached_images = "trust"`: not asked.
+    Trusted,
+}
+
+impl CachedCheck {
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            CachedCheck::Confirmed => "confirmed",
+            CachedCheck::Local => "local",
+            CachedCheck::Unconfirmed => "unconfirmed",
+            CachedCheck::Trusted => "trusted",
+        }
+    }
 }
 
 /// How a pull is announced in the job log.
@@ -126,22 +153,27 @@ async fn ensure<F: TokenFetcher>(
         let attempt = match policy {
             PullPolicy::Never | PullPolicy::IfNotPresent => {
                 match local_id(docker, &reference).await? {
-                    Some(inspect) => {
-                        if let Announce::Routed { requested, route } = announce {
-                            output::info(format!(
-                                "Using {reference} for {requested} ([[pull_through]] #{} for \
-                                 {}): present on the host",
-                                route.rule + 1,
-                                route.upstream
-                            ));
+                    Some(inspect) => match verify_cached(docker, image, &inspect, auth).await {
+                        Ok(check) => {
+                            if let Announce::Routed { requested, route } = announce {
+                                output::info(format!(
+                                    "Using {reference} for {requested} ([[pull_through]] #{} \
+                                     for {}): present on the host",
+                                    route.rule + 1,
+                                    route.upstream
+                                ));
+                            }
+                            return Ok(Pulled {
+                                inspect,
+                                reference,
+                                credentials: None,
+                                pulled: false,
+                                cached: Some(check),
+                            });
                         }
-                        return Ok(Pulled {
-                            inspect,
-                            reference,
-                            credentials: None,
-                            pulled: false,
-                        });
-                    }
+                        // The next policy (`always`, say) may still pull it for this job.
+                        Err(e) => Err(e),
+                    },
                     None if *policy == PullPolicy::Never => {
                         Err(Error::Pull(PullError::NotPresent {
                             image: reference.clone(),
@@ -166,6 +198,7 @@ async fn ensure<F: TokenFetcher>(
                     reference,
                     credentials,
                     pulled: true,
+                    cached: None,
                 });
             }
             Err(e) => {
@@ -181,6 +214,67 @@ async fn ensure<F: TokenFetcher>(
         message: "no pull policy to apply".into(),
         failure: PullFailure::Other,
     })))
+}
+
+/// Whether this job may use `inspect`, found on the host as `image`. Under `verify`, an
+/// image that came from a registry (it has a digest from this repository) is used only when
+/// the registry serves its manifest to this job's own credentials: a manifest request
+/// through the engine (`GET /distribution/.../json`), which pulls no layers. Otherwise
+/// another job's pull would hand this one a private image it could never pull itself.
+async fn verify_cached<F: TokenFetcher>(
+    docker: &Docker,
+    image: &ImageRef,
+    inspect: &ImageInspect,
+    auth: &Resolver<'_, F>,
+) -> Result<CachedCheck> {
+    let mode = auth.config().security.cached_images;
+    if mode == CachedImages::Trust {
+        return Ok(CachedCheck::Trusted);
+    }
+    let wanted = image.canonical();
+    let from_registry = inspect
+        .repo_digests
+        .iter()
+        .flatten()
+        .any(|d| ImageRef::parse(d).is_ok_and(|r| r.canonical() == wanted));
+    if !from_registry {
+        return Ok(CachedCheck::Local);
+    }
+    let credentials = auth.credentials_for(image).await?;
+    let reference = image.pull_reference();
+    let Err(e) = docker
+        .inspect_registry_image(&reference, credentials.as_ref().map(Credentials::docker))
+        .await
+    else {
+        return Ok(CachedCheck::Confirmed);
+    };
+    let message = pull_error_message(e);
+    let who = credentials.as_ref().map_or_else(
+        || "no credentials (anonymously)".to_owned(),
+        Credentials::who,
+    );
+    match classify(&message, credentials.is_some()) {
+        PullFailure::Other if mode == CachedImages::VerifyWhenReachable => {
+            output::warn(format!(
+                "Using {reference} from the host without the registry's confirmation that \
+                 this job may read it: {message} ([security] cached_images = \
+                 \"verify-when-reachable\")"
+            ));
+            Ok(CachedCheck::Unconfirmed)
+        }
+        PullFailure::Other => Err(PullError::CachedUnconfirmed {
+            image: reference,
+            message,
+        }
+        .into()),
+        failure => Err(PullError::CachedNotReadable {
+            image: reference,
+            who,
+            message,
+            failure,
+        }
+        .into()),
+    }
 }
 
 /// The local image, or `None` when it is not on the host.

@@ -6,6 +6,7 @@
 
 mod harness;
 
+mod cached;
 mod cancel;
 mod cleanup;
 mod debian;

@@ -16,7 +16,7 @@ use aws_smithy_types::date_time::Format;
 use serde::Serialize;
 
 use crate::auth::Source;
-use crate::docker::pull::Pulled;
+use crate::docker::pull::{CachedCheck, Pulled};
 use crate::error::Result;
 use crate::job::JobVars;
 use crate::output;
@@ -38,8 +38,16 @@ struct Record<'a> {
     image: String,
     /// What was pulled or used: the cache's name when a pull-through rule served it.
     image_pulled: Option<String>,
-    /// `repo@sha256:...` of the image used, as the engine records it.
+    /// `repo@sha256:...` of the image used, as the engine records it; `null` for an image
+    /// built or loaded on the host.
     digest: Option<String>,
+    /// The engine's ID of the image the job ran (`sha256:...`), whatever its origin.
+    image_id: Option<String>,
+    /// For an image already on the host, what let this job use it: `confirmed` (its
+    /// registry served the manifest to this job's credentials), `local` (built or loaded on
+    /// the host), `unconfirmed` (its registry could not be reached, under
+    /// `verify-when-reachable`) or `trusted` (`cached_images = "trust"`).
+    cached_check: Option<&'static str>,
     registry: Option<String>,
     /// `runner`, `job` (AWS identities), `login` (a static login), or `none` (anonymous, or
     /// already on the host).
@@ -95,6 +103,8 @@ impl<'a> Audit<'a> {
             image: image.pull_reference(),
             image_pulled: None,
             digest: None,
+            image_id: None,
+            cached_check: None,
             registry: None,
             identity: "none",
             principal_arn: None,
@@ -119,6 +129,8 @@ impl<'a> Audit<'a> {
                     .find(|d| d.starts_with(&format!("{repository}@")))
                     .or_else(|| pulled.inspect.repo_digests.iter().flatten().next())
                     .cloned();
+                record.image_id = pulled.inspect.id.clone();
+                record.cached_check = pulled.cached.map(CachedCheck::as_str);
                 record.registry = ImageRef::parse(&pulled.reference)
                     .ok()
                     .map(|r| r.registry_host().to_owned());
