@@ -73,6 +73,8 @@ pub(crate) struct Env {
     pub aws_endpoint_configured: bool,
     /// `AWS_EC2_METADATA_DISABLED=true`: the SDK's chain skips the instance profile.
     pub aws_imds_disabled: bool,
+    /// `AWS_EC2_METADATA_SERVICE_ENDPOINT`: where the SDK (and `doctor`) look for IMDS.
+    pub aws_imds_endpoint: Option<String>,
     /// `AWS_CONFIG_FILE` and `AWS_SHARED_CREDENTIALS_FILE`, when set.
     pub aws_config_file: Option<PathBuf>,
     pub aws_credentials_file: Option<PathBuf>,
@@ -132,6 +134,9 @@ impl Env {
                 | "AWS_ENDPOINT_URL_STS" => endpoint_set |= !value.is_empty(),
                 "AWS_EC2_METADATA_DISABLED" => {
                     env.aws_imds_disabled = value.eq_ignore_ascii_case("true")
+                }
+                "AWS_EC2_METADATA_SERVICE_ENDPOINT" => {
+                    env.aws_imds_endpoint = non_empty(value);
                 }
                 "AWS_CONFIG_FILE" => env.aws_config_file = non_empty(value).map(PathBuf::from),
                 "AWS_SHARED_CREDENTIALS_FILE" => {

@@ -46,6 +46,24 @@ fn a_ready_host_passes_every_check() {
         line(&l, &format!("✔ ECR {}", world().ecr_host(RUNNER_ACCOUNT))).contains("valid until")
     );
     assert!(line(&l, "✔ token cache:").contains(".cache/ecr-executor"));
+    // The metadata guard, probed from a job's namespace (the routes refuse locally: no
+    // packet leaves), and the host's own view (the harness's closed loopback stand-in).
+    assert!(line(&l, "✔ instance metadata:").contains("[security] instance_metadata = \"block\""));
+    for probe in [
+        "IMDSv2 token at 169.254.169.254",
+        "IMDSv1 at 169.254.169.254",
+        "ECS task credentials at 169.254.170.2",
+        "EKS Pod Identity agent at 169.254.170.23",
+    ] {
+        assert!(
+            line(&l, &format!("✔ {probe} from a job: blocked")).contains("No route to host"),
+            "{l:#?}"
+        );
+    }
+    assert_eq!(
+        line(&l, "- instance metadata from this host:"),
+        "- instance metadata from this host: not checked: AWS_EC2_METADATA_DISABLED is set"
+    );
     assert!(!l.iter().any(|l| l.starts_with('✘')), "{l:#?}");
     let all = out.all();
     assert!(

@@ -457,6 +457,10 @@ impl Job {
             .env("JOB_RESPONSE_FILE", self.tmp.path().join("response.json"))
             .env("BUILD_EXIT_CODE_FILE", self.exit_code_file())
             .env("ECR_EXECUTOR_CONFIG", &self.config)
+            // Anything that looks for the instance metadata service from this host (the
+            // SDK's credential chain, `doctor`) finds a closed loopback port, never
+            // 169.254.169.254 on the machine's network; a test may name its own.
+            .env("AWS_EC2_METADATA_SERVICE_ENDPOINT", "http://127.0.0.1:9")
             .stdin(Stdio::null())
             .process_group(0);
         if let Some(host) = std::env::var_os("DOCKER_HOST") {

@@ -409,3 +409,69 @@ fn the_runners_aws_environment_never_reaches_a_job_container() {
     }
     job.cleanup().assert_ok();
 }
+
+/// `doctor` shows the endpoints as a job sees them: blocked under `block`, reachable under
+/// `allow`, and an answer where the block cannot hold is a failure with the fix.
+#[test]
+fn doctor_probes_the_endpoints_from_where_a_job_stands() {
+    let engine = PrivateDockerd::start("ecrd-imdsd");
+    let _imds = ImdsHost::start(&engine);
+    // The host's own IMDS: a listener of the test's on loopback, named as the SDK would.
+    let host_imds = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let host_endpoint = format!("http://{}", host_imds.local_addr().unwrap());
+    let doctor = |extra: &str| {
+        let job = Job::builder(BUSYBOX)
+            .config(&format!("{extra}\n{}", engine.config()))
+            .runner_env("AWS_EC2_METADATA_SERVICE_ENDPOINT", &host_endpoint)
+            .build();
+        let out = job.driver(&["doctor"]);
+        (out.stdout(), out.code)
+    };
+    let line = |said: &str, prefix: &str| {
+        said.lines()
+            .find(|l| l.starts_with(prefix))
+            .unwrap_or_else(|| panic!("no {prefix:?} in {said}"))
+            .to_owned()
+    };
+
+    let (said, _) = doctor("");
+    for probe in [
+        "IMDSv2 token at 169.254.169.254",
+        "IMDSv1 at 169.254.169.254",
+        "ECS task credentials at 169.254.170.2",
+        "EKS Pod Identity agent at 169.254.170.23",
+    ] {
+        assert!(
+            line(&said, &format!("✔ {probe} from a job: blocked")).contains("No route to host"),
+            "{said}"
+        );
+    }
+    assert!(!said.contains(SECRET));
+    assert!(
+        line(&said, "✔ instance metadata from this host:").contains(&format!(
+            "{host_endpoint} answers: the runner's own AWS credentials may come from it"
+        )),
+        "{said}"
+    );
+    drop(host_imds);
+
+    let (said, _) = doctor("[security]\ninstance_metadata = \"allow\"");
+    assert!(
+        line(&said, "✔ IMDSv1 at 169.254.169.254 from a job:").contains("reachable"),
+        "{said}"
+    );
+
+    let (said, code) = doctor("network_mode = \"host\"\n[security]\ninstance_metadata = \"warn\"");
+    assert!(
+        line(&said, "✔ instance metadata:")
+            .contains("not blocked here: the job's containers use the host's network"),
+        "{said}"
+    );
+    assert!(
+        line(&said, "✘ IMDSv2 token at 169.254.169.254 from a job:")
+            .contains("answered: a job can read the runner host's AWS credentials"),
+        "{said}"
+    );
+    assert_ne!(code, Some(0));
+    assert!(engine.leftovers_named("ecr-executor-doctor").is_empty());
+}

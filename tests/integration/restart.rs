@@ -95,6 +95,14 @@ impl PrivateDockerd {
         leftovers_at(Some(&self.host()), &job.key())
     }
 
+    /// The engine's containers whose names contain `part`.
+    pub fn leftovers_named(&self, part: &str) -> Vec<String> {
+        docker_at(
+            Some(&self.host()),
+            &["ps", "-a", "-q", "--filter", &format!("name={part}")],
+        )
+    }
+
     /// Opens the engine's event stream for the job's containers being destroyed.
     fn destroy_events(&self, job: &Job) -> BufReader<UnixStream> {
         let filters = format!(

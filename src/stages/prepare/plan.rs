@@ -215,7 +215,7 @@ pub(crate) struct MetadataGuard {
 }
 
 impl MetadataGuard {
-    fn decide(
+    pub(crate) fn decide(
         config: &Config,
         network_per_job: bool,
         privileged: bool,
