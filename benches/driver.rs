@@ -564,6 +564,11 @@ fn main() {
         .ok()
         .map(|moto| credentials(&bin, base_id + 300, &moto, n(12)));
 
+    // 5b. Security: what the metadata guard and the cached-image check add to a warm prepare.
+    let security = std::env::var("ECR_EXECUTOR_TEST_REGISTRY_RUNNER")
+        .ok()
+        .map(|_| security(&bin, base_id + 700, n(12)));
+
     // 6. Process start: `config` (no I/O) as a whole process.
     let job = Job::new(&bin, base_id + 900);
     let config: Vec<Duration> = (0..n(40))
@@ -637,6 +642,10 @@ fn main() {
     match &credentials {
         Some(c) => c.report(),
         None => println!("- credentials: skipped (start the test world: scripts/bench.sh does)"),
+    }
+    match &security {
+        Some(s) => s.report(),
+        None => println!("- security: skipped (start the test world: scripts/bench.sh does)"),
     }
     let svg = plot(&rows);
     let out = Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/performance.svg");
@@ -750,6 +759,112 @@ impl Credentials {
             self.job,
             self.job - self.warm,
             calls(self.job_calls),
+        );
+    }
+}
+
+/// Warm prepares with and without the two checks of `[security]`, alternating.
+struct Security {
+    /// A local image, no service: `instance_metadata` block vs allow.
+    guard: (f64, f64),
+    /// A local image and one service: block vs allow.
+    guard_service: (f64, f64),
+    /// A cached ECR image under `if-not-present`, warm token cache: `cached_images` verify vs
+    /// trust.
+    cached: (f64, f64),
+}
+
+fn security(bin: &Path, base_id: u64, n: usize) -> Security {
+    let port = std::env::var("ECR_EXECUTOR_TEST_REGISTRY_RUNNER").expect("the registry's port");
+    let ecr = format!(
+        "{RUNNER_ACCOUNT}.dkr.ecr.eu-west-1.amazonaws.com:{port}/ecr-executor-test/busybox:latest"
+    );
+    let fake = fake_aws::FakeAws::start();
+    let warm_dir = tempfile::tempdir().unwrap();
+    let cache = format!("[ecr]\ncache_dir = {:?}", warm_dir.path().join("ecr"));
+    let mut id = base_id;
+    let mut prepare = |image: &str,
+                       policy: &str,
+                       services: &str,
+                       config: &str,
+                       env: &[(String, String)]| {
+        id += 1;
+        let job = Job::with(bin, id, image, config, env.to_vec());
+        fs::write(
+            job.dir.path().join("response.json"),
+            format!(
+                r#"{{"id": {id}, "image": {{"name": "{image}", "pull_policy": ["{policy}"]}}, "services": [{services}]}}"#
+            ),
+        )
+        .unwrap();
+        let wall = run(&mut job.driver(&["prepare"])).wall;
+        run(&mut job.driver(&["cleanup"]));
+        wall
+    };
+    let service =
+        format!(r#"{{"name": "{BUSYBOX}", "entrypoint": ["sh", "-c"], "command": ["sleep 600"]}}"#);
+    let allow = "[security]\ninstance_metadata = \"allow\"";
+    // The image on the host, and the runner's token in the warm cache (from the counting
+    // fake, whose tokens do not expire; moto's did in 2015).
+    let fake_env: Vec<(String, String)> = [
+        ("AWS_ENDPOINT_URL", fake.url.as_str()),
+        ("AWS_ACCESS_KEY_ID", "testing"),
+        ("AWS_SECRET_ACCESS_KEY", "testing"),
+        ("AWS_EC2_METADATA_DISABLED", "true"),
+    ]
+    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+    .to_vec();
+    prepare(&ecr, "always", "", &cache, &fake_env);
+    let trust = format!("{cache}\n[security]\ncached_images = \"trust\"");
+    let (mut block, mut allowed, mut block_s, mut allowed_s, mut verify, mut trusted) = (
+        Vec::new(),
+        Vec::new(),
+        Vec::new(),
+        Vec::new(),
+        Vec::new(),
+        Vec::new(),
+    );
+    for _ in 0..n {
+        block.push(prepare(BUSYBOX, "if-not-present", "", "", &[]));
+        allowed.push(prepare(BUSYBOX, "if-not-present", "", allow, &[]));
+        block_s.push(prepare(BUSYBOX, "if-not-present", &service, "", &[]));
+        allowed_s.push(prepare(BUSYBOX, "if-not-present", &service, allow, &[]));
+        verify.push(prepare(&ecr, "if-not-present", "", &cache, &fake_env));
+        trusted.push(prepare(&ecr, "if-not-present", "", &trust, &fake_env));
+    }
+    Security {
+        guard: (ms(median(block)), ms(median(allowed))),
+        guard_service: (ms(median(block_s)), ms(median(allowed_s))),
+        cached: (ms(median(verify)), ms(median(trusted))),
+    }
+}
+
+impl Security {
+    fn report(&self) {
+        let row = |what: &str, (with, without): (f64, f64), on: &str, off: &str| {
+            println!(
+                "- {what}: {on} {with:.1} ms, {off} {without:.1} ms (+{:.1} ms, {:.2}×)",
+                with - without,
+                with / without
+            );
+        };
+        row(
+            "warm prepare, local image: instance metadata",
+            self.guard,
+            "block",
+            "allow",
+        );
+        row(
+            "warm prepare, local image and one service: instance metadata",
+            self.guard_service,
+            "block",
+            "allow",
+        );
+        row(
+            "warm prepare, cached ECR image (if-not-present, token cached): cached images",
+            self.cached,
+            "verify",
+            "trust",
         );
     }
 }

@@ -94,15 +94,19 @@ fn script() -> String {
     s
 }
 
-/// Puts the routes into the network namespace of `owner`, which must be running and run no
-/// job process yet, with a guard container of `image` (the helper image) named after it.
-pub(crate) async fn block(
+/// The guard container's name for the namespace `owner` holds.
+pub(crate) fn name(owner: &str) -> String {
+    format!("{owner}-guard")
+}
+
+/// Creates the guard for `owner`'s namespace from `image` (the helper image); `owner` must
+/// exist. Prepare creates it while the owner starts.
+pub(crate) async fn create(
     docker: &Docker,
     owner: &str,
     image: &str,
     labels: HashMap<String, String>,
 ) -> Result<(), GuardError> {
-    let name = format!("{owner}-guard");
     let body = ContainerCreateBody {
         image: Some(image.to_owned()),
         entrypoint: Some(vec!["sh".into(), "-c".into()]),
@@ -122,21 +126,39 @@ pub(crate) async fn block(
         }),
         ..Default::default()
     };
-    let outcome = async {
-        container::create(docker, &name, None, &body).await?;
-        container::start(docker, &name).await?;
-        let code = container::wait(docker, &name).await?;
-        if code == 0 {
-            return Ok(());
-        }
-        let said = state::last_log_lines(docker, &name).await;
-        let last = said.lines().last().unwrap_or("no output");
-        Err(GuardError::Refused(format!(
-            "adding the routes failed (exit code {code}): {last}"
-        )))
+    container::create(docker, &name(owner), None, &body).await?;
+    Ok(())
+}
+
+/// Runs the guard created for `owner`, which must be running and run no job process yet, and
+/// waits for it to have added the routes. The ended guard is left for cleanup (it carries
+/// the job's labels): removing it here would only delay the job's first process.
+pub(crate) async fn run(docker: &Docker, owner: &str) -> Result<(), GuardError> {
+    let name = name(owner);
+    container::start(docker, &name).await?;
+    let code = container::wait(docker, &name).await?;
+    if code == 0 {
+        return Ok(());
     }
-    .await;
-    if let Some(failure) = super::resources::remove_container(docker, &name).await {
+    let said = state::last_log_lines(docker, &name).await;
+    let last = said.lines().last().unwrap_or("no output");
+    Err(GuardError::Refused(format!(
+        "adding the routes failed (exit code {code}): {last}"
+    )))
+}
+
+/// Creates, runs and removes a guard for `owner`'s namespace: what `doctor` does.
+pub(crate) async fn block(
+    docker: &Docker,
+    owner: &str,
+    image: &str,
+    labels: HashMap<String, String>,
+) -> Result<(), GuardError> {
+    let outcome = match create(docker, owner, image, labels).await {
+        Ok(()) => run(docker, owner).await,
+        Err(e) => Err(e),
+    };
+    if let Some(failure) = super::resources::remove_container(docker, &name(owner)).await {
         crate::output::warn(format!("could not remove {failure}"));
     }
     outcome

@@ -285,8 +285,8 @@ fn gc_removes_expired_leftovers_and_keeps_live_jobs() {
     assert!(fresh.exists() && live.direct_dir().exists());
     assert_eq!(
         leftovers(&live.key()).len(),
-        3,
-        "the live job keeps its two containers and its volume"
+        4,
+        "the live job keeps its two containers, its ended metadata guard and its volume"
     );
     live.run("build_script", "echo still-alive").assert_ok();
 }

@@ -48,6 +48,8 @@ pub(crate) struct Guard<'a> {
     labels: HashMap<String, String>,
     /// Whether the job log has said that the endpoints are not blocked (it says so once).
     warned: AtomicBool,
+    /// Whether a guard failed under `warn`: the job runs without trying again.
+    failed: AtomicBool,
 }
 
 impl<'a> Guard<'a> {
@@ -61,16 +63,33 @@ impl<'a> Guard<'a> {
             image: helper_image_id,
             labels,
             warned: AtomicBool::new(plan.unenforced.is_some()),
+            failed: AtomicBool::new(false),
         }
     }
 
-    /// Blocks the endpoints in the network namespace `owner` holds, before any job process
-    /// runs there. A failure fails prepare under `block`, and is a warning under `warn`.
-    pub(crate) async fn block(&self, docker: &Docker, owner: &str) -> Result<()> {
+    /// Creates the guard for the namespace `owner` holds (which exists), while the owner
+    /// starts.
+    pub(crate) async fn create(&self, docker: &Docker, owner: &str) -> Result<()> {
         if !self.plan.block {
             return Ok(());
         }
-        let Err(e) = guard::block(docker, owner, &self.image, self.labels.clone()).await else {
+        let created = guard::create(docker, owner, &self.image, self.labels.clone()).await;
+        self.decide(owner, created)
+    }
+
+    /// Blocks the endpoints in the namespace `owner` holds (running now), before any job
+    /// process runs there. A failure fails prepare under `block`, and is a warning under
+    /// `warn`.
+    pub(crate) async fn block(&self, docker: &Docker, owner: &str) -> Result<()> {
+        if !self.plan.block || self.failed.load(Ordering::Relaxed) {
+            return Ok(());
+        }
+        let blocked = guard::run(docker, owner).await;
+        self.decide(owner, blocked)
+    }
+
+    fn decide(&self, owner: &str, outcome: Result<(), guard::GuardError>) -> Result<()> {
+        let Err(e) = outcome else {
             return Ok(());
         };
         if self.plan.policy == MetadataPolicy::Block {
@@ -80,6 +99,7 @@ impl<'a> Guard<'a> {
             }
             .into());
         }
+        self.failed.store(true, Ordering::Relaxed);
         if !self.warned.swap(true, Ordering::Relaxed) {
             output::warn(format!(
                 "The host's instance metadata and container credential endpoints are not \

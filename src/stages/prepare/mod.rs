@@ -334,15 +334,15 @@ impl<'a> Job<'a> {
             }
             created => created?,
         }
-        let (guarded, created) = tokio::join!(
-            async {
-                container::start(docker, &names.helper).await?;
-                guard.block(docker, &names.helper).await
-            },
+        let (started, guard_made, created) = tokio::join!(
+            container::start(docker, &names.helper),
+            guard.create(docker, &names.helper),
             container::create(docker, &names.build, plan.platform.as_deref(), &build),
         );
-        guarded?;
+        started?;
+        guard_made?;
         created?;
+        guard.block(docker, &names.helper).await?;
         container::start(docker, &names.build).await
     }
 

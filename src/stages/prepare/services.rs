@@ -79,7 +79,13 @@ pub(crate) async fn start<'p, F: TokenFetcher>(
                 with.lifetime_secs,
             );
             let network = async {
-                container::create_and_start(docker, &owner, None, &body).await?;
+                container::create(docker, &owner, None, &body).await?;
+                let (started, guard_made) = tokio::join!(
+                    container::start(docker, &owner),
+                    with.guard.create(docker, &owner)
+                );
+                started?;
+                guard_made?;
                 with.guard.block(docker, &owner).await
             };
             let pull = audited(
