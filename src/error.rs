@@ -383,6 +383,25 @@ pub(crate) enum AuthError {
         message: String,
     },
 
+    #[error(
+        "the job's DOCKER_AUTH_CONFIG names the credential helper docker-credential-{name} for \
+         {registry}, which `allowed_credential_helpers` in the driver config does not list; \
+         use `auths` in the job's DOCKER_AUTH_CONFIG, or ask the runner's operator to add \
+         \"{name}\" to allowed_credential_helpers"
+    )]
+    HelperNotAllowed { name: String, registry: String },
+
+    #[error(
+        "no login for {registry} from its credential helper, named by {origin}: {reason}; \
+         install the helper on the runner's PATH and check that it works for the runner's \
+         user (`echo {registry} | docker-credential-<name> get`), or remove it from that config"
+    )]
+    HelperFailed {
+        registry: String,
+        origin: String,
+        reason: String,
+    },
+
     #[error("invalid DOCKER_AUTH_CONFIG {origin}: {message}")]
     DockerAuthConfig {
         origin: &'static str,
@@ -620,6 +639,7 @@ impl AuthError {
     pub(crate) fn failure(&self) -> Failure {
         match self {
             AuthError::NoIdToken { .. }
+            | AuthError::HelperNotAllowed { .. }
             | AuthError::NoJobRole { .. }
             | AuthError::JobRoleNotAllowed { .. }
             | AuthError::StsRejected { .. } => Failure::Build,
@@ -627,6 +647,7 @@ impl AuthError {
                 whose.failure()
             }
             AuthError::NoAwsCredentials { .. }
+            | AuthError::HelperFailed { .. }
             | AuthError::AwsCredentialsFailed { .. }
             | AuthError::AwsUnavailable { .. } => Failure::System,
         }

@@ -118,7 +118,7 @@ proptest! {
         // Plant the bytes where the entry would be.
         let now = 1_000_000;
         let token = crate::auth::cache::CachedToken {
-            login: crate::auth::login::Login { username: "AWS".into(), password: "p".to_owned().into(), server: "h".into() },
+            login: crate::auth::login::Login { username: "AWS".into(), password: "p".to_owned().into(), server: "h".into(), identity_token: false },
             requested_at: now,
             expires_at: now + 43_200,
             arn: None,

@@ -1,8 +1,8 @@
-//! `DOCKER_AUTH_CONFIG`: static registry credentials in Docker's `config.json` format, as the
-//! Docker executor reads them. The job's variable beats the runner's environment. Only
-//! `auths` entries are used; `credHelpers` and `credsStore` are never executed by the driver
-//! (ECR hosts are handled by the driver itself). Keys may be `host`, a URL, or, as in GitLab
-//! Runner 17.5+, `host/namespace` for one part of a registry (the longest match wins).
+//! `DOCKER_AUTH_CONFIG` and `config.json`: registry credentials in Docker's config format, as
+//! the Docker executor reads them. `auths` keys may be `host`, a URL, or, as in GitLab Runner
+//! 17.5+, `host/namespace` for one part of a registry (the longest match wins). Which
+//! credential helper a config names for a host (`credHelpers`, else `credsStore`) is read
+//! here; running it is [`super::helper`]'s, and deciding the order [`super::Resolver`]'s.
 
 use std::collections::HashMap;
 
@@ -22,6 +22,10 @@ const DOCKER_HUB_ALIASES: &[&str] = &["index.docker.io", "registry-1.docker.io",
 struct ConfigFile {
     #[serde(default)]
     auths: HashMap<String, Entry>,
+    #[serde(default, rename = "credHelpers")]
+    cred_helpers: HashMap<String, String>,
+    #[serde(default, rename = "credsStore")]
+    creds_store: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -31,10 +35,29 @@ struct Entry {
     password: Option<SecretString>,
 }
 
-/// Parsed `auths` entries, keyed by normalised `host[/path]`.
+/// Parsed `auths` entries, keyed by normalised `host[/path]`, and the credential helpers the
+/// config names.
 #[derive(Debug, Default)]
 pub(crate) struct DockerAuthConfig {
     entries: Vec<(String, Login)>,
+    /// `credHelpers`: normalised host → (helper name, the key as written, which the helper
+    /// is asked for).
+    helpers: Vec<(String, String, String)>,
+    /// `credsStore`: the helper for every host.
+    store: Option<String>,
+}
+
+/// The credential helper a config names for an image's host.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct HelperChoice {
+    pub name: String,
+    /// What the helper is asked for: the `credHelpers` key as written, or for `credsStore`
+    /// the server as the Docker CLI names it (`https://index.docker.io/v1/` for Docker Hub,
+    /// else `host[:port]`).
+    pub server: String,
+    /// `credsStore`, which may not know the host (then `auths` and the next source apply);
+    /// a `credHelpers` entry is the host's only source of login.
+    pub store: bool,
 }
 
 impl DockerAuthConfig {
@@ -48,6 +71,26 @@ impl DockerAuthConfig {
             )
         })?;
         let mut entries = Vec::new();
+        let mut helpers = Vec::new();
+        for (key, name) in file.cred_helpers {
+            if !super::helper::valid_name(&name) {
+                return Err(format!(
+                    "the credential helper for {key:?} is not a helper name (letters, digits, \
+                     `.`, `_` and `-` only)"
+                ));
+            }
+            helpers.push((normalise_key(&key), name, key));
+        }
+        let store = match file.creds_store.filter(|s| !s.is_empty()) {
+            Some(name) if !super::helper::valid_name(&name) => {
+                return Err(
+                    "`credsStore` is not a helper name (letters, digits, `.`, `_` and \
+                            `-` only)"
+                        .into(),
+                );
+            }
+            store => store,
+        };
         for (key, entry) in file.auths {
             let normalised = normalise_key(&key);
             let login = match (entry.auth, entry.username, entry.password) {
@@ -70,7 +113,44 @@ impl DockerAuthConfig {
             };
             entries.push(keyed_login(normalised, login.0, login.1));
         }
-        Ok(DockerAuthConfig { entries })
+        Ok(DockerAuthConfig {
+            entries,
+            helpers,
+            store,
+        })
+    }
+
+    /// The helper this config names for `image`'s host: its `credHelpers` entry, else its
+    /// `credsStore`.
+    pub(crate) fn helper(&self, image: &ImageRef) -> Option<HelperChoice> {
+        let host = normalise_key(image.registry_host());
+        if let Some((_, name, key)) = self.helpers.iter().find(|(h, ..)| *h == host) {
+            return Some(HelperChoice {
+                name: name.clone(),
+                server: key.clone(),
+                store: false,
+            });
+        }
+        let name = self.store.clone()?;
+        let server = if host == "docker.io" {
+            "https://index.docker.io/v1/".to_owned()
+        } else {
+            image.registry_host().to_owned()
+        };
+        Some(HelperChoice {
+            name,
+            server,
+            store: true,
+        })
+    }
+
+    /// Every helper this config names, for `doctor`.
+    pub(crate) fn helper_names(&self) -> Vec<String> {
+        let mut names: Vec<String> = self.helpers.iter().map(|(_, n, _)| n.clone()).collect();
+        names.extend(self.store.clone());
+        names.sort();
+        names.dedup();
+        names
     }
 
     /// The registry logins of the job payload's `credentials[]` (the GitLab container
@@ -88,7 +168,10 @@ impl DockerAuthConfig {
                 ))
             })
             .collect();
-        DockerAuthConfig { entries }
+        DockerAuthConfig {
+            entries,
+            ..Default::default()
+        }
     }
 
     /// The login for an image: the entry whose key is the longest prefix of `host/path`.
@@ -114,6 +197,7 @@ fn keyed_login(key: String, username: String, password: SecretString) -> (String
         username,
         password,
         server,
+        identity_token: false,
     };
     (key, login)
 }
@@ -225,6 +309,39 @@ mod tests {
         assert!(c.find(&image("token.example.com/a")).is_none());
         // A malformed `auth` is still an error: that entry meant to be a login.
         assert!(DockerAuthConfig::parse(r#"{"auths": {"h": {"auth": "@@"}}}"#).is_err());
+    }
+
+    #[test]
+    fn helpers_per_host_beat_the_store() {
+        let c = DockerAuthConfig::parse(
+            r#"{"credHelpers": {"europe-docker.pkg.dev": "gcloud", "https://reg.example.com:5000": "pass"},
+                "credsStore": "desktop", "auths": {"reg.example.com:5000": {}}}"#,
+        )
+        .unwrap();
+        let gar = c.helper(&image("europe-docker.pkg.dev/p/r/app:1")).unwrap();
+        assert_eq!(
+            (gar.name.as_str(), gar.server.as_str(), gar.store),
+            ("gcloud", "europe-docker.pkg.dev", false)
+        );
+        let own = c.helper(&image("reg.example.com:5000/a")).unwrap();
+        assert_eq!(
+            (own.name.as_str(), own.server.as_str()),
+            ("pass", "https://reg.example.com:5000")
+        );
+        let hub = c.helper(&image("alpine")).unwrap();
+        assert_eq!(
+            (hub.name.as_str(), hub.server.as_str(), hub.store),
+            ("desktop", "https://index.docker.io/v1/", true)
+        );
+        assert_eq!(c.helper_names(), ["desktop", "gcloud", "pass"]);
+        assert!(DockerAuthConfig::parse(r#"{"credHelpers": {"h": "../../bin/sh"}}"#).is_err());
+        assert!(DockerAuthConfig::parse(r#"{"credsStore": "a/b"}"#).is_err());
+        assert!(
+            DockerAuthConfig::parse("{}")
+                .unwrap()
+                .helper(&image("alpine"))
+                .is_none()
+        );
     }
 
     #[test]

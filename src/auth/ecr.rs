@@ -253,6 +253,7 @@ impl TokenFetcher for AwsFetcher {
                 username,
                 password,
                 server: target.host.clone(),
+                identity_token: false,
             },
             requested_at,
             expires_at: expires_at.map_or(0, |s| u64::try_from(s).unwrap_or(0)),

@@ -11,11 +11,21 @@ pub(crate) struct Login {
     pub password: SecretString,
     /// The registry host the login is for.
     pub server: String,
+    /// The password is an identity token (a credential helper's `<token>` user): the engine
+    /// exchanges it for a registry token.
+    pub identity_token: bool,
 }
 
 impl Login {
     /// What bollard sends in `X-Registry-Auth`. Never log the result: its `Debug` is not redacted.
     pub(crate) fn docker_credentials(&self) -> DockerCredentials {
+        if self.identity_token {
+            return DockerCredentials {
+                identitytoken: Some(self.password.expose_secret().to_owned()),
+                serveraddress: Some(self.server.clone()),
+                ..Default::default()
+            };
+        }
         DockerCredentials {
             username: Some(self.username.clone()),
             password: Some(self.password.expose_secret().to_owned()),

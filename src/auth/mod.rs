@@ -12,6 +12,7 @@
 pub(crate) mod cache;
 pub(crate) mod docker_config;
 pub(crate) mod ecr;
+pub(crate) mod helper;
 pub(crate) mod login;
 pub(crate) mod target;
 
@@ -26,8 +27,9 @@ use sha2::{Digest, Sha256};
 use tokio::sync::OnceCell;
 
 use self::cache::{CacheKey, CachedToken, DiskCache};
-use self::docker_config::DockerAuthConfig;
+use self::docker_config::{DockerAuthConfig, HelperChoice};
 use self::ecr::{AwsFetcher, FetchedToken, TokenFetcher};
+use self::helper::Helpers;
 use self::login::Login;
 use self::target::{EcrTarget, Identity};
 use crate::config::Config;
@@ -91,9 +93,9 @@ impl Token {
 pub(crate) enum Credentials {
     /// An ECR token the driver fetched (or found in the cache).
     Ecr(Arc<Token>),
-    /// A static login: `DOCKER_AUTH_CONFIG`, the runner user's Docker config, or the job's
-    /// registry credentials.
-    Login { login: Login, origin: &'static str },
+    /// A login from `DOCKER_AUTH_CONFIG`, the runner user's Docker config (their `auths`, or
+    /// a credential helper they name), or the job's registry credentials.
+    Login { login: Login, origin: String },
 }
 
 impl Credentials {
@@ -109,6 +111,9 @@ impl Credentials {
     pub(crate) fn who(&self) -> String {
         match self {
             Credentials::Ecr(token) => token.who(),
+            Credentials::Login { login, origin } if login.identity_token => {
+                format!("an identity token from {origin}")
+            }
             Credentials::Login { login, origin } => {
                 format!("user {} from {origin}", login.username)
             }
@@ -134,6 +139,9 @@ pub(crate) struct Resolver<'a, F = AwsFetcher> {
     memo: Mutex<HashMap<CacheKey, Memo>>,
     docker_auth: OnceLock<Result<DockerAuthSources, DockerAuthError>>,
     payload_auth: DockerAuthConfig,
+    helpers: Helpers,
+    /// What each helper answered for each server, within this process.
+    helper_answers: tokio::sync::Mutex<HashMap<(String, String), Option<Login>>>,
 }
 
 /// Static registry logins, in the Docker executor's order: `DOCKER_AUTH_CONFIG` from the job,
@@ -177,6 +185,11 @@ impl<'a, F: TokenFetcher> Resolver<'a, F> {
             memo: Mutex::new(HashMap::new()),
             docker_auth: OnceLock::new(),
             payload_auth: DockerAuthConfig::default(),
+            helpers: Helpers {
+                path: env.path.clone(),
+                timeout: helper::TIMEOUT,
+            },
+            helper_answers: tokio::sync::Mutex::new(HashMap::new()),
         }
     }
 
@@ -197,11 +210,9 @@ impl<'a, F: TokenFetcher> Resolver<'a, F> {
             return Ok(Some(Credentials::Ecr(self.ecr_token(&target).await?)));
         }
         Ok(self
-            .docker_auth_login(image)?
-            .map(|(login, origin)| Credentials::Login {
-                login: login.clone(),
-                origin,
-            }))
+            .docker_auth_login(image)
+            .await?
+            .map(|(login, origin)| Credentials::Login { login, origin }))
     }
 
     /// The ECR registry behind `host`, when it is one.
@@ -492,7 +503,8 @@ impl<'a, F: TokenFetcher> Resolver<'a, F> {
             .ok()
     }
 
-    fn docker_auth_login(&self, image: &ImageRef) -> Result<Option<(&Login, &'static str)>> {
+    /// The sources of registry logins, parsed once.
+    fn docker_auth_sources(&self) -> Result<&DockerAuthSources> {
         let sources = self.docker_auth.get_or_init(|| {
             let parse = |text: Option<&str>, whose| {
                 text.map(DockerAuthConfig::parse)
@@ -505,27 +517,119 @@ impl<'a, F: TokenFetcher> Resolver<'a, F> {
                 runner_file: self.runner_docker_config(),
             })
         });
-        match sources {
-            Ok(s) => Ok([
-                (&s.job, "the job's DOCKER_AUTH_CONFIG"),
-                (&s.runner, "the runner's DOCKER_AUTH_CONFIG"),
-                (&s.runner_file, "the runner user's Docker config"),
-            ]
-            .into_iter()
-            .find_map(|(c, origin)| Some((c.as_ref()?.find(image)?, origin)))
-            .or_else(|| {
-                let login = self.payload_auth.find(image)?;
-                Some((login, "the job's registry credentials"))
-            })),
-            Err(e) => Err(AuthError::DockerAuthConfig {
-                origin: match e.whose {
-                    Whose::Job => "(the job's variable)",
-                    Whose::Runner => "(the runner's environment)",
-                },
-                message: e.message.clone(),
-                whose: e.whose,
-            }),
+        sources.as_ref().map_err(|e| AuthError::DockerAuthConfig {
+            origin: match e.whose {
+                Whose::Job => "(the job's variable)",
+                Whose::Runner => "(the runner's environment)",
+            },
+            message: e.message.clone(),
+            whose: e.whose,
+        })
+    }
+
+    /// The login for a non-ECR image, in the Docker executor's order: the sources one after
+    /// the other (the job's `DOCKER_AUTH_CONFIG`, the runner's, the runner user's Docker
+    /// config, the payload's credentials), and within one its `credHelpers` entry for the
+    /// host (whose "not found" means anonymous), else its `credsStore` (which may not know
+    /// the host), else its `auths`. A helper named only by the job runs only when
+    /// `allowed_credential_helpers` lists it.
+    async fn docker_auth_login(&self, image: &ImageRef) -> Result<Option<(Login, String)>> {
+        let s = self.docker_auth_sources()?;
+        for (config, whose, origin) in [
+            (&s.job, Whose::Job, "the job's DOCKER_AUTH_CONFIG"),
+            (&s.runner, Whose::Runner, "the runner's DOCKER_AUTH_CONFIG"),
+            (
+                &s.runner_file,
+                Whose::Runner,
+                "the runner user's Docker config",
+            ),
+        ] {
+            let Some(config) = config else { continue };
+            if let Some(choice) = config.helper(image) {
+                let named = format!("docker-credential-{} ({origin})", choice.name);
+                match self.ask_helper(&choice, whose, origin, image).await {
+                    Ok(Some(login)) => return Ok(Some((login, named))),
+                    Ok(None) if !choice.store => return Ok(None),
+                    Ok(None) => {}
+                    // A `credsStore` serves every host, and a broken one (or one left from a
+                    // desktop install) must not fail pulls it was never meant for: its
+                    // `auths` and the next sources still apply, with a warning.
+                    Err(AuthError::HelperFailed { reason, .. }) if choice.store => {
+                        output::warn(format!(
+                            "the credsStore of {origin} gave no login for {}: {reason}; \
+                             trying its `auths` and the next sources",
+                            image.registry_host()
+                        ));
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+            if let Some(login) = config.find(image) {
+                return Ok(Some((login.clone(), origin.to_owned())));
+            }
         }
+        Ok(self
+            .payload_auth
+            .find(image)
+            .map(|login| (login.clone(), "the job's registry credentials".to_owned())))
+    }
+
+    /// Runs a helper once per server within this process.
+    async fn ask_helper(
+        &self,
+        choice: &HelperChoice,
+        whose: Whose,
+        origin: &str,
+        image: &ImageRef,
+    ) -> Result<Option<Login>> {
+        let registry = image.registry_host().to_owned();
+        if whose == Whose::Job
+            && !self
+                .config
+                .allowed_credential_helpers
+                .contains(&choice.name)
+        {
+            return Err(AuthError::HelperNotAllowed {
+                name: choice.name.clone(),
+                registry,
+            });
+        }
+        let key = (choice.name.clone(), choice.server.clone());
+        let mut answers = self.helper_answers.lock().await;
+        if let Some(answer) = answers.get(&key) {
+            return Ok(answer.clone());
+        }
+        let answer = self
+            .helpers
+            .get(&choice.name, &choice.server)
+            .await
+            .map_err(|e| AuthError::HelperFailed {
+                registry,
+                origin: origin.to_owned(),
+                reason: e.to_string(),
+            })?;
+        answers.insert(key, answer.clone());
+        Ok(answer)
+    }
+
+    /// The helpers the operator's own configuration names (the runner's
+    /// `DOCKER_AUTH_CONFIG`, the runner user's Docker config), and those
+    /// `allowed_credential_helpers` lets jobs name, with where each was named: for `doctor`.
+    pub(crate) fn named_helpers(&self) -> Result<Vec<(String, &'static str)>> {
+        let s = self.docker_auth_sources()?;
+        let mut named = Vec::new();
+        for (config, origin) in [
+            (&s.runner, "the runner's DOCKER_AUTH_CONFIG"),
+            (&s.runner_file, "the runner user's Docker config"),
+        ] {
+            for name in config.iter().flat_map(DockerAuthConfig::helper_names) {
+                named.push((name, origin));
+            }
+        }
+        for name in &self.config.allowed_credential_helpers {
+            named.push((name.clone(), "allowed_credential_helpers"));
+        }
+        Ok(named)
     }
 }
 

@@ -53,6 +53,7 @@ impl TokenFetcher for Fake {
                     target.registry_id.as_deref().unwrap_or("public")
                 )),
                 server: target.host.clone(),
+                identity_token: false,
             },
             requested_at: now,
             expires_at: now + self.lifetime,
@@ -457,6 +458,7 @@ fn registry_logins_follow_the_docker_executors_order() {
             })
     };
     // The job's DOCKER_AUTH_CONFIG, then the runner user's config file, then the payload.
+    // The file's `credsStore` (`desktop`) is not on this PATH: a warning, then its `auths`.
     let job = login("reg.example.com/a:1").unwrap();
     assert_eq!(job.0, "job");
     assert_eq!(job.2, "user job from the job's DOCKER_AUTH_CONFIG");

@@ -59,6 +59,7 @@ pub(crate) const TOP_LEVEL: &[&str] = &[
     "pull_through",
     "audit",
     "security",
+    "allowed_credential_helpers",
 ];
 
 /// The keys of `[services]` (its limits are flattened in too).

@@ -97,6 +97,9 @@ pub(crate) struct Config {
     pub audit: AuditConfig,
     /// `[security]`: what a job may reach of the host's own identity.
     pub security: SecurityConfig,
+    /// Credential helpers (`docker-credential-<name>`) a job's own `DOCKER_AUTH_CONFIG` may
+    /// name; the runner's own configuration's always run. Default: none.
+    pub allowed_credential_helpers: Vec<String>,
 }
 
 /// `[audit]`.
@@ -137,6 +140,7 @@ impl Default for Config {
             pull_through: Vec::new(),
             audit: AuditConfig::default(),
             security: SecurityConfig::default(),
+            allowed_credential_helpers: Vec::new(),
         }
     }
 }

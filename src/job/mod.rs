@@ -73,6 +73,8 @@ pub(crate) struct Env {
     pub aws_endpoint_configured: bool,
     /// `AWS_EC2_METADATA_DISABLED=true`: the SDK's chain skips the instance profile.
     pub aws_imds_disabled: bool,
+    /// `PATH`: where credential helpers are found.
+    pub path: Option<std::ffi::OsString>,
     /// `AWS_EC2_METADATA_SERVICE_ENDPOINT`: where the SDK (and `doctor`) look for IMDS.
     pub aws_imds_endpoint: Option<String>,
     /// `AWS_CONFIG_FILE` and `AWS_SHARED_CREDENTIALS_FILE`, when set.
@@ -116,6 +118,7 @@ impl Env {
                 "BUILD_FAILURE_EXIT_CODE" => build = Some(value),
                 "SYSTEM_FAILURE_EXIT_CODE" => system = Some(value),
                 "TMPDIR" => env.tmpdir = non_empty(value).map(PathBuf::from),
+                "PATH" => env.path = non_empty(value).map(OsString::from),
                 "JOB_RESPONSE_FILE" => env.job_response_file = non_empty(value).map(PathBuf::from),
                 "BUILD_EXIT_CODE_FILE" => {
                     env.build_exit_code_file = non_empty(value).map(PathBuf::from)

@@ -170,14 +170,14 @@ fn a_cached_ecr_image_is_confirmed_with_the_jobs_own_ecr_token() {
 }
 
 /// A registry of the test's own, without auth, that it can stop.
-struct Registry {
+pub struct Registry {
     child: Child,
-    port: u16,
+    pub port: u16,
     _dir: tempfile::TempDir,
 }
 
 impl Registry {
-    fn start() -> Registry {
+    pub fn start() -> Registry {
         let dir = tempfile::tempdir().unwrap();
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
@@ -215,7 +215,7 @@ impl Registry {
         }
     }
 
-    fn stop(&mut self) {
+    pub fn stop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }

@@ -17,6 +17,7 @@ mod errors;
 mod exec;
 mod fake_aws;
 mod faults;
+mod helpers;
 mod jobs;
 mod metadata;
 mod output;

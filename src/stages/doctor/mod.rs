@@ -16,6 +16,7 @@ mod cache;
 mod engine;
 mod gc;
 mod helper;
+mod helpers;
 mod metadata;
 mod report;
 
@@ -85,6 +86,7 @@ pub(crate) async fn run(
         &mut report,
     )
     .await;
+    helpers::check(&ctx, &resolver, &mut report);
     cache::token_cache(&ctx, &mut report);
     gc::gc_timer(&gc::UNIT_DIRS, &mut report);
 
