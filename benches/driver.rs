@@ -569,6 +569,12 @@ fn main() {
         .ok()
         .map(|_| security(&bin, base_id + 700, n(12)));
 
+    // 5c. Side by side with the Docker executor's setup: the Docker CLI pulling through the
+    // real docker-credential-ecr-login.
+    let helper = std::env::var("ECR_EXECUTOR_TEST_ECR_LOGIN")
+        .ok()
+        .map(|real| ecr_login_side_by_side(&bin, base_id + 1000, &real, n(8)));
+
     // 6. Process start: `config` (no I/O) as a whole process.
     let job = Job::new(&bin, base_id + 900);
     let config: Vec<Duration> = (0..n(40))
@@ -646,6 +652,10 @@ fn main() {
     match &security {
         Some(s) => s.report(),
         None => println!("- security: skipped (start the test world: scripts/bench.sh does)"),
+    }
+    match &helper {
+        Some(h) => h.report(),
+        None => println!("- docker-credential-ecr-login: skipped (scripts/bench.sh sets it up)"),
     }
     let svg = plot(&rows);
     let out = Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/performance.svg");
@@ -865,6 +875,197 @@ impl Security {
             self.cached,
             "verify",
             "trust",
+        );
+    }
+}
+
+/// The driver and the Docker CLI with `docker-credential-ecr-login`, on the same ECR image
+/// (present, so each pull authenticates and asks the registry for the manifest), both
+/// getting their tokens from the counting AWS stand-in.
+struct HelperRun {
+    /// Medians: (driver prepare, `docker pull`), with no cached token and with one.
+    cold: (f64, f64),
+    warm: (f64, f64),
+    /// `GetAuthorizationToken` calls per cold and per warm pull: (driver, CLI).
+    calls_cold: (f64, f64),
+    calls_warm: (f64, f64),
+    /// 32 at once from no cached token: wall seconds and token calls, (driver, CLI).
+    concurrent_wall: (f64, f64),
+    concurrent_calls: (usize, usize),
+}
+
+fn ecr_login_side_by_side(bin: &Path, base_id: u64, real: &str, n: usize) -> HelperRun {
+    let port = std::env::var("ECR_EXECUTOR_TEST_REGISTRY_RUNNER").expect("the registry's port");
+    let host = format!("{RUNNER_ACCOUNT}.dkr.ecr.eu-west-1.amazonaws.com:{port}");
+    let image = format!("{host}/ecr-executor-test/busybox:latest");
+    let fake = fake_aws::FakeAws::start();
+    // A second TLS endpoint for the helper, in front of the counting stand-in instead of moto.
+    let run_dir = tempfile::tempdir().unwrap();
+    let world = Command::new(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/scripts/engines/ecr-login-world.sh"
+    ))
+    .arg("start")
+    .env("ECR_EXECUTOR_TEST_AWS", &fake.url)
+    .env("ECR_LOGIN_MODE", "proxy")
+    .env("ECR_LOGIN_RUN", run_dir.path())
+    .output()
+    .unwrap();
+    assert!(
+        world.status.success(),
+        "{}",
+        String::from_utf8_lossy(&world.stderr)
+    );
+    let exports = String::from_utf8_lossy(&world.stdout).into_owned();
+    let export = |name: &str| {
+        exports
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("export {name}=")))
+            .unwrap_or_else(|| panic!("no {name} in {exports}"))
+            .trim_matches('\'')
+            .to_owned()
+    };
+    let (ca, proxy) = (
+        export("ECR_EXECUTOR_TEST_ECR_LOGIN_CA"),
+        export("ECR_EXECUTOR_TEST_ECR_LOGIN_PROXY"),
+    );
+    let docker_config = tempfile::tempdir().unwrap();
+    fs::write(
+        docker_config.path().join("config.json"),
+        format!(r#"{{"credHelpers": {{"{host}": "ecr-login"}}}}"#),
+    )
+    .unwrap();
+    let helper_dir = Path::new(real).parent().unwrap().to_owned();
+    let cli_pull = |cache: &Path| {
+        let mut cmd = Command::new("docker");
+        cmd.args(["pull", "-q", &image])
+            .env_clear()
+            .env("PATH", format!("{}:/usr/bin:/bin", helper_dir.display()))
+            .env("DOCKER_CONFIG", docker_config.path())
+            .env("AWS_ACCESS_KEY_ID", "testing")
+            .env("AWS_SECRET_ACCESS_KEY", "testing")
+            .env("AWS_CA_BUNDLE", &ca)
+            .env("HTTPS_PROXY", &proxy)
+            .env("NO_PROXY", "127.0.0.1,localhost")
+            .env("AWS_ECR_CACHE_DIR", cache)
+            .env("HOME", cache);
+        cmd
+    };
+    let driver_env: Vec<(String, String)> = [
+        ("AWS_ENDPOINT_URL", fake.url.as_str()),
+        ("AWS_ACCESS_KEY_ID", "testing"),
+        ("AWS_SECRET_ACCESS_KEY", "testing"),
+        ("AWS_EC2_METADATA_DISABLED", "true"),
+    ]
+    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+    .to_vec();
+    let mut id = base_id;
+    let mut prepare = |cache: &Path| {
+        id += 1;
+        let config = format!("[ecr]\ncache_dir = {:?}", cache.join("ecr"));
+        let job = Job::with(bin, id, &image, &config, driver_env.clone());
+        let wall = run(&mut job.driver(&["prepare"])).wall;
+        run(&mut job.driver(&["cleanup"]));
+        wall
+    };
+    let calls = || fake.calls("GetAuthorizationToken");
+    let (warm_driver, warm_cli) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    prepare(warm_driver.path());
+    run(&mut cli_pull(warm_cli.path()));
+    let (mut cold, mut warm) = ((Vec::new(), Vec::new()), (Vec::new(), Vec::new()));
+    let (mut calls_cold, mut calls_warm) = ((0, 0), (0, 0));
+    for _ in 0..n {
+        let fresh = tempfile::tempdir().unwrap();
+        let before = calls();
+        cold.0.push(prepare(fresh.path()));
+        calls_cold.0 += calls() - before;
+        let fresh = tempfile::tempdir().unwrap();
+        let before = calls();
+        cold.1.push(run(&mut cli_pull(fresh.path())).wall);
+        calls_cold.1 += calls() - before;
+        let before = calls();
+        warm.0.push(prepare(warm_driver.path()));
+        calls_warm.0 += calls() - before;
+        let before = calls();
+        warm.1.push(run(&mut cli_pull(warm_cli.path())).wall);
+        calls_warm.1 += calls() - before;
+    }
+    // 32 at once, each side from no cached token (one shared cache, as on one runner host).
+    let at_once = |start: &dyn Fn(usize) -> Command| {
+        let before = calls();
+        let t = Instant::now();
+        let mut children: Vec<_> = (0..32).map(|i| start(i).spawn().unwrap()).collect();
+        for c in &mut children {
+            assert!(c.wait().unwrap().success());
+        }
+        (t.elapsed().as_secs_f64(), calls() - before)
+    };
+    let shared = tempfile::tempdir().unwrap();
+    let jobs: Vec<Job> = (0..32)
+        .map(|i| {
+            let config = format!("[ecr]\ncache_dir = {:?}", shared.path().join("ecr"));
+            Job::with(
+                bin,
+                base_id + 2000 + i as u64,
+                &image,
+                &config,
+                driver_env.clone(),
+            )
+        })
+        .collect();
+    let (driver_wall, driver_calls) = at_once(&|i| {
+        let mut cmd = jobs[i].driver(&["prepare"]);
+        cmd.stdout(Stdio::null()).stderr(Stdio::null());
+        cmd
+    });
+    for job in &jobs {
+        run(&mut job.driver(&["cleanup"]));
+    }
+    let cli_shared = tempfile::tempdir().unwrap();
+    let (cli_wall, cli_calls) = at_once(&|_| {
+        let mut cmd = cli_pull(cli_shared.path());
+        cmd.stdout(Stdio::null()).stderr(Stdio::null());
+        cmd
+    });
+    let _ = Command::new(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/scripts/engines/ecr-login-world.sh"
+    ))
+    .arg("stop")
+    .env("ECR_LOGIN_MODE", "proxy")
+    .env("ECR_LOGIN_RUN", run_dir.path())
+    .status();
+    let per = |c: usize| c as f64 / n as f64;
+    HelperRun {
+        cold: (ms(median(cold.0)), ms(median(cold.1))),
+        warm: (ms(median(warm.0)), ms(median(warm.1))),
+        calls_cold: (per(calls_cold.0), per(calls_cold.1)),
+        calls_warm: (per(calls_warm.0), per(calls_warm.1)),
+        concurrent_wall: (driver_wall, cli_wall),
+        concurrent_calls: (driver_calls, cli_calls),
+    }
+}
+
+impl HelperRun {
+    fn report(&self) {
+        println!(
+            "- ECR image present, pulled again (driver prepare with policy `always` / Docker CLI \
+             `docker pull` through docker-credential-ecr-login 0.6.0): no cached token {:.0} / \
+             {:.0} ms, {:.1} / {:.1} GetAuthorizationToken calls per pull; cached token {:.0} / \
+             {:.0} ms, {:.1} / {:.1} calls; 32 at once from no cached token {:.1} / {:.1} s, {} / \
+             {} calls",
+            self.cold.0,
+            self.cold.1,
+            self.calls_cold.0,
+            self.calls_cold.1,
+            self.warm.0,
+            self.warm.1,
+            self.calls_warm.0,
+            self.calls_warm.1,
+            self.concurrent_wall.0,
+            self.concurrent_wall.1,
+            self.concurrent_calls.0,
+            self.concurrent_calls.1,
         );
     }
 }

@@ -26,6 +26,10 @@ pub(crate) struct DockerConfig {
     /// Seconds `cleanup` waits for an engine that is down (its socket missing or refusing
     /// connections, as during a restart) before it leaves the job's resources to `gc`.
     pub engine_restart_wait: u64,
+    /// Seconds `prepare` waits for an engine that is down, as during a restart. Short: the
+    /// runner retries a failed prepare twice at once, and all three attempts should end
+    /// within a minute when the engine is down for good.
+    pub prepare_engine_wait: u64,
 }
 
 impl Default for DockerConfig {
@@ -38,6 +42,7 @@ impl Default for DockerConfig {
             direct_output_dir: None,
             stage_start_notice: 60,
             engine_restart_wait: 60,
+            prepare_engine_wait: 15,
         }
     }
 }

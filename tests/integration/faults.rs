@@ -26,9 +26,12 @@ fn an_unreachable_engine_is_a_system_failure_in_every_stage() {
         "unix:///nonexistent/docker.sock".to_owned(),
         format!("unix://{}", socket.display()),
     ] {
-        // The default engine_restart_wait, 60 s.
+        // The default engine_restart_wait, 60 s; prepare's own wait for a restarting engine
+        // short (its default is proven in restart.rs).
         let job = Job::builder(BUSYBOX)
-            .config(&format!("[docker]\nhost = {host:?}"))
+            .config(&format!(
+                "[docker]\nhost = {host:?}\nprepare_engine_wait = 1"
+            ))
             .build();
         for out in [job.prepare(), job.run("build_script", "echo hi")] {
             out.assert_code(SYSTEM_FAILURE);

@@ -232,6 +232,59 @@ fn a_dockerd_restarted_between_stages_fails_the_next_one_as_the_engines_doing() 
     assert_no_leftovers(&job);
 }
 
+/// Issue 20, item 1: the runner retries a failed prepare at once, so a prepare that meets an
+/// engine in the middle of a restart waits for it (`[docker] prepare_engine_wait`) and says so.
+#[test]
+fn prepare_waits_for_a_restarting_engine_and_says_how_long() {
+    let engine = PrivateDockerd::start("ecrd-prewait");
+    engine.kill();
+    let job = Job::builder(BUSYBOX).config(&engine.config()).build();
+    let prepare = job.spawn_prepare();
+    std::thread::sleep(Duration::from_secs(2));
+    engine.script("start");
+    let out = prepare.wait(Duration::from_secs(60));
+    out.assert_ok();
+    assert!(
+        out.stdout().contains("was down; prepare waited"),
+        "{}",
+        out.all()
+    );
+    job.run("build_script", "echo after-the-restart")
+        .assert_ok();
+    job.cleanup().assert_ok();
+    assert_eq!(engine.leftovers(&job), Vec::<String>::new());
+    assert_no_leftovers(&job);
+}
+
+/// With the defaults, an engine down for good fails the runner's three attempts (a prepare
+/// and two retries, each followed by a cleanup) within a minute, each as a system failure.
+#[test]
+fn an_engine_down_for_good_fails_the_runners_three_attempts_within_a_minute() {
+    let engine = PrivateDockerd::start("ecrd-downgood");
+    engine.kill();
+    let job = Job::builder(BUSYBOX)
+        .config(&format!("[docker]\nhost = \"{}\"", engine.host()))
+        .build();
+    let start = Instant::now();
+    for _ in 0..3 {
+        let out = job.prepare();
+        out.assert_code(SYSTEM_FAILURE);
+        assert!(
+            out.stdout()
+                .contains("Waited 15 s ([docker] prepare_engine_wait)")
+                && out.stderr.matches("ERROR").count() == 1,
+            "{}",
+            out.all()
+        );
+        job.cleanup().assert_ok();
+    }
+    assert!(
+        start.elapsed() < Duration::from_secs(60),
+        "{:?}",
+        start.elapsed()
+    );
+}
+
 #[test]
 fn a_dockerd_restarted_mid_prepare_is_cleaned_up_and_the_retry_works() {
     let engine = PrivateDockerd::start("ecrd-prepare");

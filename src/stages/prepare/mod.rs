@@ -50,11 +50,47 @@ pub(crate) async fn run(ctx: &Context, cancel: &CancellationToken) -> Result<()>
     for notice in &plan.notices {
         output::info(notice);
     }
-    let docker = client::connect(&ctx.config, &ctx.env)?;
+    let docker = engine_when_up(ctx, cancel).await?;
     let auth = Resolver::new(&ctx.config, &ctx.env).with_job_credentials(&payload.credentials);
     tokio::select! {
         result = prepare(ctx, &docker, &id, &plan, &auth) => result,
         () = cancel.cancelled() => Err(Error::Stage(StageError::Cancelled { what: "prepare".into() })),
+    }
+}
+
+/// The engine, waited for (`[docker] prepare_engine_wait`) when it is down as during a
+/// restart: the runner's retries of a prepare come at once, and would all fail within a
+/// second of a restart. The job log says how long it waited.
+async fn engine_when_up(ctx: &Context, cancel: &CancellationToken) -> Result<Docker> {
+    let patience = Duration::from_secs(ctx.config.docker.prepare_engine_wait);
+    let deadline = tokio::time::Instant::now() + patience;
+    match client::connect_when_up(&ctx.config, &ctx.env, deadline, cancel).await {
+        Ok((docker, waited)) => {
+            if !waited.is_zero() {
+                output::info(format!(
+                    "The Docker engine at {} was down; prepare waited {:.1} s for it",
+                    client::docker_host(&ctx.config, &ctx.env),
+                    waited.as_secs_f64()
+                ));
+            }
+            Ok(docker)
+        }
+        Err(e) if cancel.is_cancelled() => {
+            drop(e);
+            Err(Error::Stage(StageError::Cancelled {
+                what: "prepare".into(),
+            }))
+        }
+        Err(e) if e.engine_down() && !patience.is_zero() => {
+            output::info(format!(
+                "Waited {} s ([docker] prepare_engine_wait) for the Docker engine at {}, which \
+                 is still down",
+                patience.as_secs(),
+                client::docker_host(&ctx.config, &ctx.env)
+            ));
+            Err(e)
+        }
+        Err(e) => Err(e),
     }
 }
 
