@@ -5,6 +5,7 @@
 use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
 
+use base64::Engine;
 use serde_json::json;
 
 use crate::harness::*;
@@ -383,4 +384,85 @@ fn the_real_ecr_login_helper_as_a_migrated_runners_credential_store() {
     job.cleanup().assert_ok();
     registry.stop();
     docker(&["rmi", &anonymous]);
+}
+
+/// What the real helper does with its token cache (`$AWS_ECR_CACHE_DIR/cache.json`), beside
+/// what the driver does with its own (docs/ecr-auth.md's comparison): a corrupted file is
+/// fetched anew, but an expired token is handed out when ECR's API cannot be reached, which
+/// the driver never does (`auth::cache` tests, `ecr::throttling_and_server_errors_...`).
+#[test]
+fn the_real_ecr_login_helpers_cache_as_observed() {
+    let real = std::env::var("ECR_EXECUTOR_TEST_ECR_LOGIN")
+        .expect("ECR_EXECUTOR_TEST_ECR_LOGIN is not set: run the tests with scripts/test.sh");
+    let cache = tempfile::tempdir().unwrap();
+    let registry = format!("{RUNNER_ACCOUNT}.dkr.ecr.{REGION}.amazonaws.com");
+    let get = |proxy: &str| {
+        let mut cmd = std::process::Command::new(&real);
+        cmd.arg("get")
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap())
+            .env("HOME", cache.path())
+            .env("AWS_ECR_CACHE_DIR", cache.path())
+            .env("AWS_ACCESS_KEY_ID", "testing")
+            .env("AWS_SECRET_ACCESS_KEY", "testing")
+            .env(
+                "AWS_CA_BUNDLE",
+                std::env::var("ECR_EXECUTOR_TEST_ECR_LOGIN_CA").unwrap(),
+            )
+            .env("HTTPS_PROXY", proxy)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null());
+        let mut child = cmd.spawn().unwrap();
+        std::io::Write::write_all(child.stdin.as_mut().unwrap(), registry.as_bytes()).unwrap();
+        let out = child.wait_with_output().unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
+    };
+    let proxy = std::env::var("ECR_EXECUTOR_TEST_ECR_LOGIN_PROXY").unwrap();
+    let file = cache.path().join("cache.json");
+
+    // A corrupted cache file: logged, fetched anew, rewritten.
+    std::fs::write(&file, b"{\"Registries\": garbage").unwrap();
+    let (ok, said) = get(&proxy);
+    assert!(ok && said.contains(r#""Username":"AWS""#), "{said}");
+    let text = std::fs::read_to_string(&file).unwrap();
+    let mut entry: serde_json::Value = serde_json::from_str(&text).expect("rewritten whole");
+
+    // The same entry, expired a day ago, and ECR's API unreachable (a closed proxy port):
+    // the helper answers with the expired token.
+    let key = entry["Registries"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .next()
+        .unwrap()
+        .clone();
+    let day = 24 * 3600;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    // RFC 3339 in UTC, as the helper's Go code writes times.
+    let stamp = |secs: u64| {
+        aws_smithy_types::DateTime::from_secs(i64::try_from(secs).unwrap())
+            .fmt(aws_smithy_types::date_time::Format::DateTime)
+            .unwrap()
+    };
+    entry["Registries"][&key]["RequestedAt"] = stamp(now - 2 * day).into();
+    entry["Registries"][&key]["ExpiresAt"] = stamp(now - day).into();
+    entry["Registries"][&key]["AuthorizationToken"] = base64::engine::general_purpose::STANDARD
+        .encode("AWS:expired-token-from-the-cache")
+        .into();
+    std::fs::write(&file, entry.to_string()).unwrap();
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let dead = format!("http://{}", closed.local_addr().unwrap());
+    drop(closed);
+    let (ok, said) = get(&dead);
+    assert!(
+        ok && said.contains("expired-token-from-the-cache"),
+        "0.6.0 falls back to the expired token: {ok} {said}"
+    );
 }
