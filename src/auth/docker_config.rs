@@ -153,6 +153,19 @@ impl DockerAuthConfig {
         names
     }
 
+    /// A config of `credHelpers` only: the driver config's `credential_helpers`.
+    pub(crate) fn from_helpers<'h>(
+        helpers: impl IntoIterator<Item = (&'h String, &'h String)>,
+    ) -> DockerAuthConfig {
+        DockerAuthConfig {
+            helpers: helpers
+                .into_iter()
+                .map(|(key, name)| (normalise_key(key), name.clone(), key.clone()))
+                .collect(),
+            ..Default::default()
+        }
+    }
+
     /// The registry logins of the job payload's `credentials[]` (the GitLab container
     /// registry with the job token), as the Docker executor uses them.
     pub(crate) fn from_credentials(credentials: &[Credential]) -> DockerAuthConfig {

@@ -51,15 +51,7 @@ struct Answer {
 
 /// Whether `name` may be a helper's name: nothing that could make it a path.
 pub(crate) fn valid_name(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= 64
-        && name
-            .bytes()
-            .next()
-            .is_some_and(|b| b.is_ascii_alphanumeric())
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+    crate::config::credential_helper_name_ok(name)
 }
 
 /// Where helpers are found, and how long they may take.

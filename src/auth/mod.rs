@@ -149,6 +149,8 @@ pub(crate) struct Resolver<'a, F = AwsFetcher> {
 /// job payload's `credentials[]`. The first source with an entry for the image wins.
 struct DockerAuthSources {
     job: Option<DockerAuthConfig>,
+    /// The driver config's `credential_helpers`.
+    driver: Option<DockerAuthConfig>,
     runner: Option<DockerAuthConfig>,
     runner_file: Option<DockerAuthConfig>,
 }
@@ -513,6 +515,8 @@ impl<'a, F: TokenFetcher> Resolver<'a, F> {
             };
             Ok(DockerAuthSources {
                 job: parse(self.env.vars.get("DOCKER_AUTH_CONFIG"), Whose::Job)?,
+                driver: (!self.config.credential_helpers.is_empty())
+                    .then(|| DockerAuthConfig::from_helpers(&self.config.credential_helpers)),
                 runner: parse(self.env.docker_auth_config.as_deref(), Whose::Runner)?,
                 runner_file: self.runner_docker_config(),
             })
@@ -528,8 +532,9 @@ impl<'a, F: TokenFetcher> Resolver<'a, F> {
     }
 
     /// The login for a non-ECR image, in the Docker executor's order: the sources one after
-    /// the other (the job's `DOCKER_AUTH_CONFIG`, the runner's, the runner user's Docker
-    /// config, the payload's credentials), and within one its `credHelpers` entry for the
+    /// the other (the job's `DOCKER_AUTH_CONFIG`, the driver config's `credential_helpers`,
+    /// the runner's `DOCKER_AUTH_CONFIG`, the runner user's Docker config, the payload's
+    /// credentials), and within one its `credHelpers` entry for the
     /// host (whose "not found" means anonymous), else its `credsStore` (which may not know
     /// the host), else its `auths`. A helper named only by the job runs only when
     /// `allowed_credential_helpers` lists it.
@@ -537,6 +542,11 @@ impl<'a, F: TokenFetcher> Resolver<'a, F> {
         let s = self.docker_auth_sources()?;
         for (config, whose, origin) in [
             (&s.job, Whose::Job, "the job's DOCKER_AUTH_CONFIG"),
+            (
+                &s.driver,
+                Whose::Runner,
+                "the driver config's credential_helpers",
+            ),
             (&s.runner, Whose::Runner, "the runner's DOCKER_AUTH_CONFIG"),
             (
                 &s.runner_file,
@@ -619,6 +629,7 @@ impl<'a, F: TokenFetcher> Resolver<'a, F> {
         let s = self.docker_auth_sources()?;
         let mut named = Vec::new();
         for (config, origin) in [
+            (&s.driver, "the driver config's credential_helpers"),
             (&s.runner, "the runner's DOCKER_AUTH_CONFIG"),
             (&s.runner_file, "the runner user's Docker config"),
         ] {

@@ -60,6 +60,7 @@ pub(crate) const TOP_LEVEL: &[&str] = &[
     "audit",
     "security",
     "allowed_credential_helpers",
+    "credential_helpers",
 ];
 
 /// The keys of `[services]` (its limits are flattened in too).

@@ -32,6 +32,20 @@ use crate::pull_policy::{PolicySource, PullPolicy};
 use crate::reference::ecr::parse_ecr_host;
 use crate::reference::host::registry_key;
 
+/// Whether `name` may name a credential helper (`docker-credential-<name>`): nothing that
+/// could make it a path.
+pub(crate) fn credential_helper_name_ok(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && name
+            .bytes()
+            .next()
+            .is_some_and(|b| b.is_ascii_alphanumeric())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+}
+
 /// Where the driver looks when no path is given.
 pub(crate) const DEFAULT_CONFIG_PATH: &str = "/etc/ecr-executor/config.toml";
 
@@ -100,6 +114,9 @@ pub(crate) struct Config {
     /// Credential helpers (`docker-credential-<name>`) a job's own `DOCKER_AUTH_CONFIG` may
     /// name; the runner's own configuration's always run. Default: none.
     pub allowed_credential_helpers: Vec<String>,
+    /// Registry host → credential helper, as `credHelpers` in a Docker config: the
+    /// operator's own, after the job's `DOCKER_AUTH_CONFIG` and before the runner's.
+    pub credential_helpers: BTreeMap<String, String>,
 }
 
 /// `[audit]`.
@@ -141,6 +158,7 @@ impl Default for Config {
             audit: AuditConfig::default(),
             security: SecurityConfig::default(),
             allowed_credential_helpers: Vec::new(),
+            credential_helpers: BTreeMap::new(),
         }
     }
 }
@@ -205,6 +223,15 @@ impl Config {
             if !dir.starts_with('/') || dir.split('/').any(|part| part == "..") {
                 return Err(format!(
                     "`{key}` must be an absolute path without `..`, got {dir:?}"
+                ));
+            }
+        }
+        let helpers = config.allowed_credential_helpers.iter();
+        for name in helpers.chain(config.credential_helpers.values()) {
+            if !credential_helper_name_ok(name) {
+                return Err(format!(
+                    "{name:?} is not a credential helper name (letters, digits, `.`, `_` and \
+                     `-` only: the helper is docker-credential-<name> on the PATH)"
                 ));
             }
         }
@@ -280,6 +307,22 @@ mod tests {
     use super::*;
     use crate::config::ecr::IdentityMode;
     use crate::config::units::Ulimit;
+
+    #[test]
+    fn credential_helper_names_that_could_be_paths_are_config_errors() {
+        let ok = Config::parse(
+            "allowed_credential_helpers = [\"gcloud\"]\ncredential_helpers = { \"reg.example.com\" = \"pass\" }",
+        )
+        .unwrap();
+        assert_eq!(ok.credential_helpers["reg.example.com"], "pass");
+        for bad in [
+            "allowed_credential_helpers = [\"../../bin/sh\"]",
+            "credential_helpers = { \"reg.example.com\" = \"a/b\" }",
+        ] {
+            let err = Config::parse(bad).unwrap_err();
+            assert!(err.contains("is not a credential helper name"), "{err}");
+        }
+    }
 
     #[test]
     fn gpus_for_build_and_service_containers() {

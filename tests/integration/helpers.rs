@@ -132,6 +132,23 @@ fn the_runners_helpers_log_in_as_the_docker_executor_does() {
         prepare.stdout()
     );
     job.cleanup().assert_ok();
+
+    // The driver config's own `credential_helpers`.
+    let job = pulling(&image, &helpers)
+        .config(&format!(
+            "credential_helpers = {{ \"{host}\" = \"itest\" }}"
+        ))
+        .build();
+    let prepare = job.prepare();
+    prepare.assert_ok();
+    assert!(
+        prepare
+            .stdout()
+            .contains("from docker-credential-itest (the driver config's credential_helpers)"),
+        "{}",
+        prepare.stdout()
+    );
+    job.cleanup().assert_ok();
 }
 
 #[test]
