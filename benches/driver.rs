@@ -676,6 +676,19 @@ struct Credentials {
 const RUNNER_ACCOUNT: &str = "123456789012";
 const JOB_ACCOUNT: &str = "210987654321";
 
+/// The runner environment for AWS at `endpoint` with the emulators' static keys, and never
+/// the instance metadata service.
+fn aws_env(endpoint: &str) -> Vec<(String, String)> {
+    [
+        ("AWS_ENDPOINT_URL", endpoint),
+        ("AWS_ACCESS_KEY_ID", "testing"),
+        ("AWS_SECRET_ACCESS_KEY", "testing"),
+        ("AWS_EC2_METADATA_DISABLED", "true"),
+    ]
+    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+    .to_vec()
+}
+
 fn credentials(bin: &Path, base_id: u64, moto: &str, n: usize) -> Credentials {
     let port = |var: &str| std::env::var(var).expect("the test world's registry ports");
     let image = |account: &str, port: String| {
@@ -683,16 +696,7 @@ fn credentials(bin: &Path, base_id: u64, moto: &str, n: usize) -> Credentials {
     };
     let runner_image = image(RUNNER_ACCOUNT, port("ECR_EXECUTOR_TEST_REGISTRY_RUNNER"));
     let job_image = image(JOB_ACCOUNT, port("ECR_EXECUTOR_TEST_REGISTRY_JOB"));
-    let aws = |endpoint: &str| {
-        [
-            ("AWS_ENDPOINT_URL", endpoint),
-            ("AWS_ACCESS_KEY_ID", "testing"),
-            ("AWS_SECRET_ACCESS_KEY", "testing"),
-            ("AWS_EC2_METADATA_DISABLED", "true"),
-        ]
-        .map(|(k, v)| (k.to_owned(), v.to_owned()))
-        .to_vec()
-    };
+    let aws = aws_env;
     let job_identity = |endpoint: &str| {
         let mut env = aws(endpoint);
         env.push((
@@ -816,14 +820,7 @@ fn security(bin: &Path, base_id: u64, n: usize) -> Security {
     let allow = "[security]\ninstance_metadata = \"allow\"";
     // The image on the host, and the runner's token in the warm cache (from the counting
     // fake, whose tokens do not expire; moto's did in 2015).
-    let fake_env: Vec<(String, String)> = [
-        ("AWS_ENDPOINT_URL", fake.url.as_str()),
-        ("AWS_ACCESS_KEY_ID", "testing"),
-        ("AWS_SECRET_ACCESS_KEY", "testing"),
-        ("AWS_EC2_METADATA_DISABLED", "true"),
-    ]
-    .map(|(k, v)| (k.to_owned(), v.to_owned()))
-    .to_vec();
+    let fake_env = aws_env(&fake.url);
     prepare(&ecr, "always", "", &cache, &fake_env);
     let trust = format!("{cache}\n[security]\ncached_images = \"trust\"");
     let (mut block, mut allowed, mut block_s, mut allowed_s, mut verify, mut trusted) = (
@@ -951,14 +948,7 @@ fn ecr_login_side_by_side(bin: &Path, base_id: u64, real: &str, n: usize) -> Hel
             .env("HOME", cache);
         cmd
     };
-    let driver_env: Vec<(String, String)> = [
-        ("AWS_ENDPOINT_URL", fake.url.as_str()),
-        ("AWS_ACCESS_KEY_ID", "testing"),
-        ("AWS_SECRET_ACCESS_KEY", "testing"),
-        ("AWS_EC2_METADATA_DISABLED", "true"),
-    ]
-    .map(|(k, v)| (k.to_owned(), v.to_owned()))
-    .to_vec();
+    let driver_env = aws_env(&fake.url);
     let mut id = base_id;
     let mut prepare = |cache: &Path| {
         id += 1;
