@@ -28,6 +28,7 @@ const LAYERS: &[&[&str]] = &[
     &["naming"],
     &["config", "jobdir"],
     &["auth"],
+    &["trust"],
     &["docker"],
     &["stages"],
     &["cli"],

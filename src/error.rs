@@ -58,6 +58,8 @@ pub(crate) enum Error {
     Stage(#[from] StageError),
     #[error(transparent)]
     Metadata(#[from] MetadataError),
+    #[error(transparent)]
+    Trust(#[from] TrustError),
 }
 
 /// The driver's config and the runner's environment and payload: the runner's to fix.
@@ -84,6 +86,53 @@ pub(crate) enum ConfigError {
 
     #[error("cannot read the job payload {path}: {message}")]
     JobPayload { path: PathBuf, message: String },
+
+    #[error(
+        "invalid driver config: [[trust]] #{rule} names the key file {}, but {why}; fix the \
+         file or the rule's `keys`",
+        .path.display()
+    )]
+    TrustKey {
+        rule: usize,
+        path: PathBuf,
+        why: String,
+    },
+}
+
+/// An image a `[[trust]]` rule covers could not be shown to be signed by a trusted key.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum TrustError {
+    #[error(
+        "{image} may not run: {reason}; the driver config's [[trust]] rule #{rule} requires a \
+         cosign signature by one of its keys: sign the image (cosign sign --key), or ask the \
+         runner's operator which signers this runner trusts"
+    )]
+    Refused {
+        image: String,
+        rule: usize,
+        reason: String,
+    },
+
+    #[error(
+        "could not read the cosign signature of {image} from {registry}: {message}; images a \
+         [[trust]] rule covers need their registry reachable from the runner host"
+    )]
+    Unreachable {
+        image: String,
+        registry: String,
+        message: String,
+    },
+}
+
+impl TrustError {
+    /// A refusal is the job's (its image is not signed as the operator requires); a registry
+    /// that could not be asked is the runner's.
+    pub(crate) fn failure(&self) -> Failure {
+        match self {
+            TrustError::Refused { .. } => Failure::Build,
+            TrustError::Unreachable { .. } => Failure::System,
+        }
+    }
 }
 
 /// The host's credential endpoints cannot be blocked for a job, and the operator's
@@ -497,6 +546,7 @@ impl Error {
             Error::Pull(e) => e.failure(),
             Error::Auth(e) => e.failure(),
             Error::Stage(e) => e.failure(),
+            Error::Trust(e) => e.failure(),
         }
     }
 

@@ -8,6 +8,8 @@
 //! - `stages`: one file per custom-executor stage, plus `exec`, `gc` and `auth check`;
 //! - `docker`: the bollard client, container state, pulls, removal, and running stage
 //!   scripts (over an attach or an exec, output direct or through the engine);
+//! - `trust`: `[[trust]]`: cosign signatures of the images a rule covers, read from their
+//!   registries with the pull's login;
 //! - `auth`: registry credentials: ECR tokens (runner or job identity, the token cache) and
 //!   `DOCKER_AUTH_CONFIG`;
 //! - `config`: the driver's TOML, parsed into types once; `jobdir`: the job's host directory;
@@ -32,6 +34,7 @@ mod pull_policy;
 mod reference;
 mod signals;
 mod stages;
+mod trust;
 mod util;
 
 #[cfg(test)]

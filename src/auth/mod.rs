@@ -120,6 +120,14 @@ impl Credentials {
         }
     }
 
+    /// The login itself, for a registry request of the driver's own (signatures). Never log it.
+    pub(crate) fn login(&self) -> &Login {
+        match self {
+            Credentials::Ecr(token) => &token.login,
+            Credentials::Login { login, .. } => login,
+        }
+    }
+
     /// The ECR token's details, for an ECR pull.
     pub(crate) fn token(&self) -> Option<&Token> {
         match self {

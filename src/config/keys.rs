@@ -61,6 +61,7 @@ pub(crate) const TOP_LEVEL: &[&str] = &[
     "security",
     "allowed_credential_helpers",
     "credential_helpers",
+    "trust",
 ];
 
 /// The keys of `[services]` (its limits are flattened in too).

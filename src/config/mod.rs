@@ -5,7 +5,7 @@
 //!
 //! Everything is parsed into types once, at load: sizes, volumes, devices, hosts and compiled
 //! allow-lists ([`container`], [`units`], [`crate::policy`]), `[docker]` ([`docker`]),
-//! `[ecr]` and `[[registry]]` ([`ecr`]), `[security]` ([`security`]).
+//! `[ecr]` and `[[registry]]` ([`ecr`]), `[security]` ([`security`]), `[[trust]]` ([`trust`]).
 
 pub(crate) mod container;
 pub(crate) mod docker;
@@ -13,6 +13,7 @@ pub(crate) mod ecr;
 pub(crate) mod keys;
 pub(crate) mod pull_through;
 pub(crate) mod security;
+pub(crate) mod trust;
 pub(crate) mod units;
 
 use std::collections::BTreeMap;
@@ -25,6 +26,7 @@ use self::docker::DockerConfig;
 use self::ecr::{EcrConfig, RegistryConfig};
 use self::pull_through::PullThrough;
 use self::security::SecurityConfig;
+use self::trust::TrustRule;
 use crate::error::{ConfigError, Error, Result};
 use crate::naming::LABEL_PREFIX;
 use crate::policy::AllowList;
@@ -117,6 +119,8 @@ pub(crate) struct Config {
     /// Registry host → credential helper, as `credHelpers` in a Docker config: the
     /// operator's own, after the job's `DOCKER_AUTH_CONFIG` and before the runner's.
     pub credential_helpers: BTreeMap<String, String>,
+    /// `[[trust]]`: images that run only when a trusted key signed them (see `crate::trust`).
+    pub trust: Vec<TrustRule>,
 }
 
 /// `[audit]`.
@@ -159,6 +163,7 @@ impl Default for Config {
             security: SecurityConfig::default(),
             allowed_credential_helpers: Vec::new(),
             credential_helpers: BTreeMap::new(),
+            trust: Vec::new(),
         }
     }
 }
@@ -267,6 +272,10 @@ impl Config {
                     rule.registry
                 ));
             }
+        }
+        if let Some(problem) = (config.trust.iter().enumerate()).find_map(|(i, r)| r.problem(i + 1))
+        {
+            return Err(problem);
         }
         if let Some(key) = config
             .container_labels

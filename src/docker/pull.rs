@@ -6,6 +6,9 @@
 //! rule's `fallback` decides: the name the job wrote, from upstream with upstream's
 //! credentials, or a failure naming both names. Throttling, 5xx and unreachable registries
 //! are not "cannot serve": they fail the prepare as any pull's do, and the runner retries it.
+//!
+//! An image a `[[trust]]` rule covers (by the job's name or the name pulled) is then checked
+//! ([`crate::trust`]): the digests the engine recorded for it, with the same login.
 
 use std::collections::HashMap;
 
@@ -25,6 +28,7 @@ use crate::output;
 use crate::pull_policy::PullPolicy;
 use crate::reference::ImageRef;
 use crate::reference::ecr::{EcrHost, parse_ecr_host};
+use crate::trust::{self, Policy, Verified};
 
 /// An image on the engine's host, and how it got there.
 #[derive(Debug)]
@@ -38,6 +42,19 @@ pub(crate) struct Pulled {
     pub pulled: bool,
     /// For an image already on the host: what confirmed that this job may use it.
     pub cached: Option<CachedCheck>,
+    /// The signature check of a `[[trust]]` rule that covers it.
+    pub verified: Option<Verified>,
+}
+
+impl Pulled {
+    /// What its container is created from: the digest whose signature was verified, else the
+    /// image's ID. Never a tag, which could move after the pull.
+    pub(crate) fn image_to_run(&self) -> String {
+        match &self.verified {
+            Some(v) => v.pinned.clone(),
+            None => self.inspect.id.clone().unwrap_or_default(),
+        }
+    }
 }
 
 /// Why a job may use an image that was already on the host ([`CachedImages`]).
@@ -75,9 +92,60 @@ enum Announce<'a> {
     },
 }
 
-/// Makes `image` available, through the pull-through cache of `route` when there is one; see
-/// the module's documentation.
+/// Makes `image` available, through the pull-through cache of `route` when there is one, and
+/// when a `[[trust]]` rule covers it, checks its signature; see the module's documentation.
 pub(crate) async fn ensure_image<F: TokenFetcher>(
+    docker: &Docker,
+    image: &ImageRef,
+    route: Option<&Route>,
+    policies: &[PullPolicy],
+    platform: Option<&str>,
+    auth: &Resolver<'_, F>,
+    trust: &Policy,
+) -> Result<Pulled> {
+    let mut pulled = obtain(docker, image, route, policies, platform, auth).await?;
+    pulled.verified = signed(trust, image, &pulled, auth).await?;
+    Ok(pulled)
+}
+
+/// The signature check of `pulled` (the job's `requested`) under the `[[trust]]` rules that
+/// cover either name, with the login its pull used (or would use); `None` when no rule does.
+async fn signed<F: TokenFetcher>(
+    trust: &Policy,
+    requested: &ImageRef,
+    pulled: &Pulled,
+    auth: &Resolver<'_, F>,
+) -> Result<Option<Verified>> {
+    if trust.is_empty() {
+        return Ok(None);
+    }
+    let used = ImageRef::parse(&pulled.reference).map_err(|reason| PolicyError::InvalidImage {
+        image: pulled.reference.clone(),
+        reason,
+    })?;
+    let rules = trust.covering_either(requested, &used);
+    if rules.is_empty() {
+        return Ok(None);
+    }
+    let canonical = used.canonical();
+    let digests: Vec<String> = (pulled.inspect.repo_digests.iter().flatten())
+        .filter(|d| ImageRef::parse(d).is_ok_and(|r| r.canonical() == canonical))
+        .cloned()
+        .collect();
+    let credentials = match &pulled.credentials {
+        Some(c) => Some(c.clone()),
+        None if digests.is_empty() => None,
+        None => auth.credentials_for(&used).await?,
+    };
+    let login = credentials.as_ref().map(Credentials::login);
+    let shown = requested.pull_reference();
+    let verified = trust::verify(&rules, &shown, &used, Some(digests), login).await?;
+    output::info(verified.line());
+    Ok(Some(verified))
+}
+
+/// [`ensure_image`] without the signature check.
+async fn obtain<F: TokenFetcher>(
     docker: &Docker,
     image: &ImageRef,
     route: Option<&Route>,
@@ -169,6 +237,7 @@ async fn ensure<F: TokenFetcher>(
                                 credentials: None,
                                 pulled: false,
                                 cached: Some(check),
+                                verified: None,
                             });
                         }
                         // The next policy (`always`, say) may still pull it for this job.
@@ -199,6 +268,7 @@ async fn ensure<F: TokenFetcher>(
                     credentials,
                     pulled: true,
                     cached: None,
+                    verified: None,
                 });
             }
             Err(e) => {

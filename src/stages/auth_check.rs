@@ -1,17 +1,19 @@
 //! `ecr-executor auth check [IMAGE|HOST]`: resolves the identity for a registry, fetches (or
 //! reads from the cache) a token, and reports which identity and role were used, the
 //! registry, the expiry and where the token came from. Never the token itself. For an image a
-//! `[[pull_through]]` rule covers, it shows the route and checks the cache's registry.
+//! `[[pull_through]]` rule covers, it shows the route and checks the cache's registry. For an
+//! image a `[[trust]]` rule covers, it checks the signature of the digest its tag names now.
 
 use aws_smithy_types::DateTime;
 use aws_smithy_types::date_time::Format;
 
 use super::Context;
-use crate::auth::{Resolver, Source};
+use crate::auth::{Credentials, Resolver, Source};
 use crate::config::pull_through::{self, Fallback};
 use crate::error::{Error, PolicyError, Result};
 use crate::output;
 use crate::reference::ImageRef;
+use crate::trust::{self, Policy};
 
 pub(crate) async fn run(ctx: &Context, target: Option<&str>) -> Result<()> {
     let named = match target {
@@ -28,6 +30,7 @@ pub(crate) async fn run(ctx: &Context, target: Option<&str>) -> Result<()> {
     };
     // An image reference names its registry (through a pull-through cache when a rule covers
     // it); anything else is taken as a registry host.
+    let mut image_and_pulled = None;
     let host = match ImageRef::parse(&named) {
         Ok(image) => match pull_through::route(&ctx.config.pull_through, &image) {
             Ok(Some(route)) => {
@@ -42,9 +45,15 @@ pub(crate) async fn run(ctx: &Context, target: Option<&str>) -> Result<()> {
                         Fallback::Fail => "fail",
                     }
                 ));
-                route.image.registry_host().to_owned()
+                let host = route.image.registry_host().to_owned();
+                image_and_pulled = Some((image, route.image));
+                host
             }
-            Ok(None) if image.registry.is_some() => image.registry_host().to_owned(),
+            Ok(None) if image.registry.is_some() => {
+                let host = image.registry_host().to_owned();
+                image_and_pulled = Some((image.clone(), image));
+                host
+            }
             Ok(None) => named.clone(),
             Err(reason) => {
                 return Err(Error::Policy(PolicyError::InvalidImage {
@@ -56,7 +65,46 @@ pub(crate) async fn run(ctx: &Context, target: Option<&str>) -> Result<()> {
         Err(_) => named.clone(),
     };
     let resolver = Resolver::new(&ctx.config, &ctx.env);
-    let Some(target) = resolver.ecr_target(&host) else {
+    registry(&resolver, &host).await?;
+    match image_and_pulled {
+        Some((image, pulled)) => signature(ctx, &resolver, &image, &pulled).await,
+        None => Ok(()),
+    }
+}
+
+/// Whether a `[[trust]]` rule covers `image` (pulled as `pulled`) and, if one does, whether
+/// the digest its tag names now carries a trusted signature. A refusal is the command's error.
+async fn signature(
+    ctx: &Context,
+    resolver: &Resolver<'_>,
+    image: &ImageRef,
+    pulled: &ImageRef,
+) -> Result<()> {
+    let policy = Policy::load(&ctx.config.trust)?;
+    let rules = policy.covering_either(image, pulled);
+    if rules.is_empty() {
+        if !policy.is_empty() {
+            output::info(
+                "trust:    no [[trust]] rule covers it: it runs without a signature check",
+            );
+        }
+        return Ok(());
+    }
+    let numbers: Vec<String> = rules.iter().map(|r| format!("#{}", r.number)).collect();
+    output::info(format!(
+        "trust:    [[trust]] {} cover(s) it",
+        numbers.join(", ")
+    ));
+    let credentials = resolver.credentials_for(pulled).await?;
+    let login = credentials.as_ref().map(Credentials::login);
+    let verified = trust::verify(&rules, &image.pull_reference(), pulled, None, login).await?;
+    output::info(format!("signed:   yes. {}", verified.line()));
+    Ok(())
+}
+
+/// The ECR side of `host`: the identity, the token's expiry and source.
+async fn registry(resolver: &Resolver<'_>, host: &str) -> Result<()> {
+    let Some(target) = resolver.ecr_target(host) else {
         output::info(format!(
             "registry: {host}\necr:      no (not an ECR hostname and no [[registry]] entry); \
              pulls use DOCKER_AUTH_CONFIG or no credentials"

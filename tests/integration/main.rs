@@ -26,3 +26,4 @@ mod policy;
 mod pull_through;
 mod restart;
 mod rootless;
+mod trust;

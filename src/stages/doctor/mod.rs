@@ -8,8 +8,8 @@
 //! the helper image is present or pullable (for the installed runner's version); the runner's
 //! AWS identity (where its credentials come from, the ARN they resolve to); for every ECR
 //! registry the config names, that a token can be fetched (and until when), assuming the
-//! configured role; the token cache's owner and modes; that the packages' gc timer runs as
-//! this user.
+//! configured role; the token cache's owner and modes; every `[[trust]]` key file; that the
+//! packages' gc timer runs as this user.
 
 mod aws;
 mod cache;
@@ -19,6 +19,7 @@ mod helper;
 mod helpers;
 mod metadata;
 mod report;
+mod trust;
 
 use super::Context;
 use crate::auth::Resolver;
@@ -87,6 +88,7 @@ pub(crate) async fn run(
     )
     .await;
     helpers::check(&ctx, &resolver, &mut report);
+    trust::check(&ctx, &mut report);
     cache::token_cache(&ctx, &mut report);
     gc::gc_timer(&gc::UNIT_DIRS, &mut report);
 

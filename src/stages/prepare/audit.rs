@@ -1,7 +1,8 @@
 //! The audit trail of pulls (`[audit] file`): one JSON object per line for every image
 //! `prepare` needs (the job's, each service's, the helper's), saying which job wanted which
 //! image, what was pulled (the cache's name, the digest), with whose identity, and how it
-//! ended. Nothing secret: no token, no password, no id_token. Lines are appended with one
+//! ended, and for an image a `[[trust]]` rule covers, which keys verified which digest.
+//! Nothing secret: no token, no password, no id_token. Lines are appended with one
 //! `write` under an exclusive lock, so concurrent jobs never interleave; the file is created
 //! with mode 0640.
 
@@ -17,7 +18,7 @@ use serde::Serialize;
 
 use crate::auth::Source;
 use crate::docker::pull::{CachedCheck, Pulled};
-use crate::error::Result;
+use crate::error::{Error, Result, TrustError};
 use crate::job::JobVars;
 use crate::output;
 use crate::reference::ImageRef;
@@ -60,6 +61,11 @@ struct Record<'a> {
     sts_session: Option<String>,
     /// Whether the ECR token came from the runner's cache.
     cache_hit: Option<bool>,
+    /// Under a `[[trust]]` rule: whether a trusted key's cosign signature verified `digest`
+    /// (`false`: the image was refused); `null` when no rule covers the image.
+    signature_verified: Option<bool>,
+    /// The fingerprints (`sha256:` of the DER public key) of the keys that verified it.
+    signature_keys: Option<Vec<String>>,
     /// `pulled`, `present` (already on the host) or `failed`.
     outcome: &'static str,
     error: Option<String>,
@@ -111,6 +117,8 @@ impl<'a> Audit<'a> {
             role_arn: None,
             sts_session: None,
             cache_hit: None,
+            signature_verified: None,
+            signature_keys: None,
             outcome: "failed",
             error: None,
             duration_ms: started.elapsed().as_millis(),
@@ -130,6 +138,12 @@ impl<'a> Audit<'a> {
                     .or_else(|| pulled.inspect.repo_digests.iter().flatten().next())
                     .cloned();
                 record.image_id = pulled.inspect.id.clone();
+                if let Some(verified) = &pulled.verified {
+                    record.digest = Some(verified.pinned.clone());
+                    record.signature_verified = Some(true);
+                    record.signature_keys =
+                        Some(verified.keys.iter().map(|(_, f)| f.clone()).collect());
+                }
                 record.cached_check = pulled.cached.map(CachedCheck::as_str);
                 record.registry = ImageRef::parse(&pulled.reference)
                     .ok()
@@ -147,7 +161,12 @@ impl<'a> Audit<'a> {
                     }
                 }
             }
-            Err(e) => record.error = Some(e.to_string()),
+            Err(e) => {
+                if matches!(e, Error::Trust(TrustError::Refused { .. })) {
+                    record.signature_verified = Some(false);
+                }
+                record.error = Some(e.to_string());
+            }
         }
         if let Err(e) = self.append(&record) {
             output::warn(format!(
@@ -190,7 +209,7 @@ pub(crate) async fn audited(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::error::{Error, PullError};
+    use crate::error::PullError;
 
     #[test]
     fn a_failure_is_one_line_of_json_without_secrets() {

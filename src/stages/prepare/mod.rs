@@ -203,7 +203,8 @@ impl<'a> Job<'a> {
                     plan.image_route.as_ref(),
                     &plan.pull_policies,
                     plan.platform.as_deref(),
-                    auth
+                    auth,
+                    &plan.trust,
                 )
             ),
             audited(
@@ -216,7 +217,8 @@ impl<'a> Job<'a> {
                     plan.helper_route.as_ref(),
                     &[PullPolicy::IfNotPresent],
                     None,
-                    auth
+                    auth,
+                    &plan.trust,
                 )
             ),
             Engine::ask(docker, &host),
@@ -340,12 +342,11 @@ impl<'a> Job<'a> {
             all.extend(image_labels(&requested.pull_reference(), &pulled.reference));
             all
         };
-        let id = |pulled: &Pulled| pulled.inspect.id.clone().unwrap_or_default();
         let mut build = containers::build(
             &ctx.config,
             names,
             plan,
-            id(&first.image),
+            first.image.image_to_run(),
             labelled(Role::Build, &plan.image, &first.image),
             &stages,
         );
@@ -353,7 +354,7 @@ impl<'a> Job<'a> {
             &ctx.config,
             names,
             plan,
-            id(&first.helper),
+            first.helper.image_to_run(),
             labelled(Role::Helper, &plan.helper_image, &first.helper),
             &stages,
         );

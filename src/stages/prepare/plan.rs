@@ -12,6 +12,7 @@ use crate::job::{JobPayload, JobVars};
 use crate::policy::AllowList;
 use crate::pull_policy::{self, PolicySource, PullPolicy};
 use crate::reference::ImageRef;
+use crate::trust::Policy;
 
 /// Registry path of GitLab's helper images.
 pub(crate) const GITLAB_HELPER_REPOSITORY: &str =
@@ -39,6 +40,8 @@ pub(crate) struct Plan {
     pub metadata: MetadataGuard,
     /// What the job log should say about decisions the job may not expect (privileges dropped).
     pub notices: Vec<String>,
+    /// `[[trust]]`, with its keys read.
+    pub trust: Policy,
 }
 
 /// One service container.
@@ -164,6 +167,7 @@ impl Plan {
             services,
             metadata,
             notices,
+            trust: Policy::load(&config.trust)?,
         })
     }
 }

@@ -99,6 +99,7 @@ pub(crate) async fn start<'p, F: TokenFetcher>(
                     &service.pull_policies,
                     None,
                     with.auth,
+                    &plan.trust,
                 ),
             );
             let (image, ()) = tokio::try_join!(pull, network)?;
@@ -114,13 +115,8 @@ pub(crate) async fn start<'p, F: TokenFetcher>(
                 .and_then(|c| c.exposed_ports.clone())
                 .unwrap_or_default();
             let container = names.service(i);
-            let body = containers::service(
-                with.config,
-                service,
-                &owner,
-                image.inspect.id.unwrap_or_default(),
-                labels,
-            );
+            let body =
+                containers::service(with.config, service, &owner, image.image_to_run(), labels);
             container::create_and_start(docker, &container, None, &body).await?;
             output::info(format!(
                 "Started service {} as {container} (aliases: {})",
