@@ -608,6 +608,8 @@ impl EngineError {
         let unreachable = matches!(
             source,
             E::HyperLegacyError { .. }
+                // a response cut off: "error reading a body from connection"
+                | E::HyperResponseError { .. }
                 | E::IOError { .. }
                 | E::SocketNotFoundError(_)
                 | E::RequestTimeoutError

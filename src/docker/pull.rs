@@ -23,7 +23,7 @@ use crate::auth::ecr::TokenFetcher;
 use crate::auth::{Credentials, Resolver};
 use crate::config::pull_through::{Fallback, Route};
 use crate::config::security::CachedImages;
-use crate::error::{AuthError, Error, PolicyError, PullError, PullFailure, Result};
+use crate::error::{AuthError, EngineError, Error, PolicyError, PullError, PullFailure, Result};
 use crate::output;
 use crate::pull_policy::PullPolicy;
 use crate::reference::ImageRef;
@@ -406,7 +406,7 @@ async fn pull<F: TokenFetcher>(
     );
     let mut progress = Progress::default();
     while let Some(item) = stream.next().await {
-        let info = item.map_err(|e| pull_error(image, pull_error_message(e), &credentials))?;
+        let info = item.map_err(|e| failed_request(image, e, &credentials))?;
         if let Some(detail) = info.error_detail.and_then(|d| d.message) {
             return Err(pull_error(image, detail, &credentials));
         }
@@ -495,11 +495,49 @@ fn pull_error(image: &ImageRef, message: String, credentials: &Option<Credential
         }
         (PullFailure::Denied | PullFailure::Other, _) => PullError::Failed {
             image: reference,
-            message,
+            message: match engine_side_fix(&message) {
+                Some(fix) => format!("{message}; {fix}"),
+                None => message,
+            },
             failure,
         },
     };
     error.into()
+}
+
+/// The fix for a pull the engine itself could not finish: its disk full, or a layer that does
+/// not match its digest (Docker: "filesystem layer verification failed for digest ...").
+fn engine_side_fix(message: &str) -> Option<&'static str> {
+    if message.contains("no space left on device") {
+        Some(
+            "the Docker engine's disk is full: free space under its data root (`docker system \
+             df` shows what uses it; `docker image prune -a` removes unused images) or give it \
+             a bigger disk",
+        )
+    } else if message.contains("verification failed for digest") {
+        Some(
+            "a layer the registry sent does not match its digest (damaged by the registry, a \
+             proxy or the network); the runner retries prepare, and if it happens again the \
+             registry's copy is damaged: push the image again",
+        )
+    } else {
+        None
+    }
+}
+
+/// A pull request that failed: an engine lost on the way (its connection refused or cut, as
+/// by a restart) is the engine's error, anything the engine answered is the pull's.
+fn failed_request(
+    image: &ImageRef,
+    e: bollard::errors::Error,
+    credentials: &Option<Credentials>,
+) -> Error {
+    match EngineError::new("pull", image.pull_reference(), e) {
+        EngineError::Api { source, .. } | EngineError::Connect { source, .. } => {
+            pull_error(image, pull_error_message(source), credentials)
+        }
+        lost => lost.into(),
+    }
 }
 
 fn pull_error_message(e: bollard::errors::Error) -> String {
