@@ -19,6 +19,9 @@
 #   ECR_D2_NAME          netns name and default path suffix (default ecrd2)
 #   ECR_D2_RUN           socket, pidfile, exec-root dir (default /run/ecr-<name>)
 #   ECR_D2_DATA          data root (default /var/lib/ecr-<name>)
+#   ECR_D2_DATA_SIZE     a size (mount's size=, e.g. 96m): the data root is a
+#                        tmpfs of that size, mounted by start, gone at destroy
+#                        (a small disk of the test's own, to fill up)
 #   ECR_D2_BRIDGE        "create" (default): bridge ecrbr0 made in the netns
 #                        with ECR_D2_BRIDGE_CIDR, used as the default bridge;
 #                        "none": --bridge=none (no default bridge network)
@@ -41,6 +44,7 @@ BRIDGE=${ECR_D2_BRIDGE:-create}
 CIDR=${ECR_D2_BRIDGE_CIDR:-172.31.250.1/24}
 LIVE=${ECR_D2_LIVE_RESTORE:-0}
 DRIVER=${ECR_D2_DRIVER:-}
+DATA_SIZE=${ECR_D2_DATA_SIZE:-}
 IMAGES=${ECR_D2_IMAGES-ecr-executor-test/busybox:latest ecr-executor-test/helper:latest}
 LOG=${ECR_D2_LOG:-$RUN/dockerd.log}
 SOCK=$RUN/docker.sock
@@ -88,6 +92,9 @@ start)
         [ -e "$NETNS" ] || ip netns add "$NAME"
         ip -n "$NAME" link set lo up
         mkdir -p "$RUN/exec" "$DATA"
+        if [ -n "$DATA_SIZE" ] && ! mountpoint -q "$DATA"; then
+            mount -t tmpfs -o "size=$DATA_SIZE,mode=0711" "ecr-$NAME-data" "$DATA"
+        fi
         # an empty config file: the default /etc/docker/daemon.json names the main
         # engine's data-root, and a flag plus the same key in the file is an error.
         [ -f "$RUN/daemon.json" ] || echo '{}' >"$RUN/daemon.json"

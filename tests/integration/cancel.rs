@@ -58,3 +58,47 @@ fn sigterm_aborts_prepare_and_cleanup_leaves_nothing() {
     }
     running.cancel_prepare(&job);
 }
+
+/// Issue 20, item 3: the runner cancels a job that writes as fast as it can. On both output
+/// paths the stage ends within the runner's graceful window as a cancelled system failure,
+/// with no writer left, and the driver's memory stays where it was after the first 64 MiB
+/// while hundreds more go through (the harness counts the bytes and keeps only the tail).
+#[test]
+fn a_cancel_during_an_output_flood_ends_the_stage_with_flat_memory() {
+    const LINE: &str = "a line from a job that prints as fast as it can";
+    for config in ["", "[docker]\ndirect_output = false"] {
+        let job = Job::builder(BUSYBOX).config(config).build();
+        job.prepare_ok();
+        let running = job.spawn_run_streamed("build_script", &format!("yes '{LINE}'"));
+        running.wait_for_bytes(64 << 20, Duration::from_secs(60));
+        let early_kib = running.peak_rss_kib();
+        let early_bytes = running.bytes();
+        running.wait_for_bytes(early_bytes + (256 << 20), Duration::from_secs(120));
+        let signalled = Instant::now();
+        running.running.signal_group(Signal::TERM);
+        let (out, total) = running.wait(Duration::from_secs(10));
+        let ended = signalled.elapsed();
+        eprintln!(
+            "flood ({config:?}): {} MiB, peak {early_kib} KiB after 64 MiB, {} KiB at the end, \
+             stage ended {ended:?} after SIGTERM",
+            total >> 20,
+            out.peak_rss_kib
+        );
+        out.assert_code(SYSTEM_FAILURE);
+        assert!(out.stderr.contains("cancelled"), "{}", out.stderr);
+        assert!(out.stdout().contains(LINE), "the tail: {:?}", out.stdout());
+        assert!(
+            out.peak_rss_kib > 0 && out.peak_rss_kib <= early_kib + 2048,
+            "the driver grew from {early_kib} KiB to {} KiB over {} MiB",
+            out.peak_rss_kib,
+            total >> 20
+        );
+        let ps = docker(&["exec", &job.build_container(), "ps", "-o", "args"]);
+        assert!(
+            !ps.iter().any(|p| p.contains("yes")),
+            "still running: {ps:?}"
+        );
+        job.cleanup().assert_ok();
+        assert_no_leftovers(&job);
+    }
+}

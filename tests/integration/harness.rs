@@ -9,8 +9,8 @@ use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 pub use rustix::process::{Pid, Signal};
@@ -123,7 +123,10 @@ pub struct Job {
     config: PathBuf,
     scripts: AtomicU64,
     private_tmpdir: bool,
+    tmpdir: Option<PathBuf>,
     user: Option<User>,
+    /// The last invocation was a cleanup that succeeded: dropping the job needs no other.
+    cleaned: std::sync::atomic::AtomicBool,
 }
 
 /// An unprivileged user the driver runs as (rootless engines).
@@ -196,6 +199,7 @@ pub struct JobBuilder {
     runner_env: Vec<(String, String)>,
     config: String,
     private_tmpdir: bool,
+    tmpdir: Option<PathBuf>,
     user: Option<User>,
 }
 
@@ -289,6 +293,13 @@ impl JobBuilder {
         self
     }
 
+    /// The driver's `TMPDIR` is `dir`, shared with other jobs (the job's own temp dir
+    /// otherwise), as on a runner host where every job's driver has the same one.
+    pub fn tmpdir(mut self, dir: &std::path::Path) -> Self {
+        self.tmpdir = Some(dir.to_owned());
+        self
+    }
+
     /// A job with no image at all.
     pub fn no_image(mut self) -> Self {
         self.image = None;
@@ -363,9 +374,11 @@ impl JobBuilder {
             vars,
             runner_env: self.runner_env,
             private_tmpdir: self.private_tmpdir,
+            tmpdir: self.tmpdir,
             user: self.user.clone(),
             config,
             scripts: AtomicU64::new(0),
+            cleaned: std::sync::atomic::AtomicBool::new(false),
         }
     }
 }
@@ -381,6 +394,7 @@ impl Job {
             vars: Vec::new(),
             runner_env: Vec::new(),
             private_tmpdir: false,
+            tmpdir: None,
             user: None,
             config: BASE_CONFIG.to_owned(),
         }
@@ -398,8 +412,9 @@ impl Job {
     /// The job's direct-output directory on the host (the driver's TMPDIR is the job's).
     pub fn direct_dir(&self) -> PathBuf {
         let uid = rustix::process::geteuid().as_raw();
-        self.tmp
-            .path()
+        self.tmpdir
+            .as_deref()
+            .unwrap_or(self.tmp.path())
             .join(format!("ecr-executor-{uid}"))
             .join(self.key())
     }
@@ -418,6 +433,7 @@ impl Job {
     }
 
     fn command(&self, args: &[&str], tag: &str) -> (Command, PathBuf, PathBuf) {
+        self.cleaned.store(false, Ordering::Relaxed);
         let driver = env!("CARGO_BIN_EXE_ecr-executor");
         let mut cmd = if let Some(user) = &self.user {
             // setpriv execs the driver itself (no fork): the runner's signals reach it.
@@ -447,9 +463,10 @@ impl Job {
             .env("PATH", std::env::var_os("PATH").unwrap_or_default())
             .env(
                 "TMPDIR",
-                match self.private_tmpdir {
-                    true => self.tmp.path().join("private"),
-                    false => self.tmp.path().to_owned(),
+                match (&self.tmpdir, self.private_tmpdir) {
+                    (Some(shared), _) => shared.clone(),
+                    (None, true) => self.tmp.path().join("private"),
+                    (None, false) => self.tmp.path().to_owned(),
                 },
             )
             .env("BUILD_FAILURE_EXIT_CODE", BUILD_FAILURE.to_string())
@@ -486,7 +503,10 @@ impl Job {
     fn execute(&self, args: &[&str], tag: &str) -> Output {
         let (mut cmd, stdout, stderr) = self.command(args, tag);
         let child = cmd.spawn().expect("start ecr-executor");
-        wait(child, stdout, stderr, Duration::from_secs(300))
+        let out = wait(child, stdout, stderr, Duration::from_secs(300));
+        let cleaned = args.last() == Some(&"cleanup") && out.code == Some(0);
+        self.cleaned.store(cleaned, Ordering::Relaxed);
+        out
     }
 
     pub fn config_stage(&self) -> Output {
@@ -562,6 +582,46 @@ impl Job {
         }
     }
 
+    /// Starts a stage whose output is read as it comes and not kept: counted, with only its
+    /// last [`Streaming::TAIL`] bytes held, for jobs that print more than a test should store.
+    pub fn spawn_run_streamed(&self, stage: &str, body: &str) -> Streaming {
+        let script = self.write_script(body);
+        let (mut cmd, stdout, stderr) =
+            self.command(&["run", script.to_str().unwrap(), stage], stage);
+        let mut child = cmd
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("start ecr-executor");
+        let mut pipe = child.stdout.take().unwrap();
+        let bytes = Arc::new(AtomicU64::new(0));
+        let counted = bytes.clone();
+        let reader = std::thread::spawn(move || {
+            use std::io::Read;
+            let mut buf = vec![0; 64 * 1024];
+            let mut tail = Vec::with_capacity(2 * Streaming::TAIL + buf.len());
+            loop {
+                let n = match pipe.read(&mut buf) {
+                    Ok(0) | Err(_) => return tail,
+                    Ok(n) => n,
+                };
+                counted.fetch_add(n as u64, Ordering::Relaxed);
+                tail.extend_from_slice(&buf[..n]);
+                if tail.len() > 2 * Streaming::TAIL {
+                    tail.drain(..tail.len() - Streaming::TAIL);
+                }
+            }
+        });
+        Streaming {
+            running: Running {
+                child,
+                stdout,
+                stderr,
+            },
+            bytes,
+            reader,
+        }
+    }
+
     /// A fresh `<tmp>/script<N>/script` (mode 0700) in the shape of the runner's bash
     /// scripts: strict mode, then an `eval` of the exports and the stage body, stdin empty.
     fn write_script(&self, body: &str) -> PathBuf {
@@ -608,8 +668,11 @@ impl Job {
 
 impl Drop for Job {
     fn drop(&mut self) {
-        // The runner always calls cleanup; so do the tests, whatever happened.
-        let _ = self.cleanup();
+        // The runner always calls cleanup; so do the tests, whatever happened, unless the
+        // test's own last call was one.
+        if !self.cleaned.load(Ordering::Relaxed) {
+            let _ = self.cleanup();
+        }
     }
 }
 
@@ -675,6 +738,50 @@ impl Running {
         );
         job.cleanup().assert_ok();
         assert_no_leftovers(job);
+    }
+}
+
+/// A stage started by [`Job::spawn_run_streamed`].
+pub struct Streaming {
+    pub running: Running,
+    bytes: Arc<AtomicU64>,
+    reader: std::thread::JoinHandle<Vec<u8>>,
+}
+
+impl Streaming {
+    /// How much of the end of the output is kept.
+    pub const TAIL: usize = 64 * 1024;
+
+    /// Bytes of stdout read so far.
+    pub fn bytes(&self) -> u64 {
+        self.bytes.load(Ordering::Relaxed)
+    }
+
+    /// Waits (at most `limit`) until at least `n` bytes have come.
+    pub fn wait_for_bytes(&self, n: u64, limit: Duration) {
+        let start = Instant::now();
+        while self.bytes() < n {
+            assert!(
+                start.elapsed() < limit,
+                "only {} of {n} bytes came within {limit:?}",
+                self.bytes()
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// The driver's memory high-water mark so far, in KiB.
+    pub fn peak_rss_kib(&self) -> i64 {
+        vm_hwm_kib(Pid::from_child(&self.running.child).as_raw_nonzero().get())
+    }
+
+    /// Waits for the driver as [`Running::wait`]; the output's kept tail becomes its stdout.
+    pub fn wait(self, limit: Duration) -> (Output, u64) {
+        let out = self.running.wait(limit);
+        let tail = self.reader.join().unwrap();
+        fs::write(&out.stdout_path, tail).unwrap();
+        let total = self.bytes.load(Ordering::Relaxed);
+        (out, total)
     }
 }
 

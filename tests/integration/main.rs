@@ -24,6 +24,7 @@ mod output;
 mod parity;
 mod policy;
 mod pull_through;
+mod pulls;
 mod restart;
 mod rootless;
 mod trust;

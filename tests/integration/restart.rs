@@ -20,6 +20,8 @@ pub struct PrivateDockerd {
     pub name: &'static str,
     /// `--live-restore`: the containers outlive the daemon.
     live_restore: bool,
+    /// The size of a tmpfs of its own for the data root (a disk that fills up).
+    data_size: Option<&'static str>,
 }
 
 impl PrivateDockerd {
@@ -27,6 +29,7 @@ impl PrivateDockerd {
         PrivateDockerd::started(PrivateDockerd {
             name,
             live_restore: false,
+            data_size: None,
         })
     }
 
@@ -34,6 +37,16 @@ impl PrivateDockerd {
         PrivateDockerd::started(PrivateDockerd {
             name,
             live_restore: true,
+            data_size: None,
+        })
+    }
+
+    /// An engine whose data root is a tmpfs of `size` (as `mount -o size=` takes it).
+    pub fn start_on_tmpfs(name: &'static str, size: &'static str) -> PrivateDockerd {
+        PrivateDockerd::started(PrivateDockerd {
+            name,
+            live_restore: false,
+            data_size: Some(size),
         })
     }
 
@@ -55,6 +68,7 @@ impl PrivateDockerd {
                 "ECR_D2_LIVE_RESTORE",
                 if self.live_restore { "1" } else { "0" },
             )
+            .env("ECR_D2_DATA_SIZE", self.data_size.unwrap_or(""))
             .output()
             .unwrap();
         assert!(
