@@ -27,4 +27,5 @@ mod pull_through;
 mod pulls;
 mod restart;
 mod rootless;
+mod soak;
 mod trust;
