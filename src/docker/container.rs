@@ -22,7 +22,8 @@ pub(crate) async fn create_and_start(
     start(docker, name).await
 }
 
-/// Creates a container; a same-named one the leftover sweep missed is replaced.
+/// Creates a container; a same-named one the leftover sweep missed is replaced. The request
+/// lands even if a cancel drops the caller ([`super::landing`]).
 pub(crate) async fn create(
     docker: &Docker,
     name: &str,
@@ -33,10 +34,11 @@ pub(crate) async fn create(
         name: Some(name.to_owned()),
         platform: platform.unwrap_or_default().to_owned(),
     };
-    match docker
-        .create_container(Some(options.clone()), body.clone())
-        .await
-    {
+    let request = |docker: &Docker| {
+        let (docker, options, body) = (docker.clone(), options.clone(), body.clone());
+        super::landing::land(async move { docker.create_container(Some(options), body).await })
+    };
+    match request(docker).await {
         Ok(_) => {}
         // A container of that name without the job's label (so not found by the leftover
         // sweep): remove it and try once more.
@@ -46,8 +48,7 @@ pub(crate) async fn create(
             if let Some(failure) = super::resources::remove_container(docker, name).await {
                 crate::output::warn(format!("could not remove conflicting {failure}"));
             }
-            docker
-                .create_container(Some(options), body.clone())
+            request(docker)
                 .await
                 .map_err(|e| Error::docker("create container", name, e))?;
         }

@@ -5,6 +5,7 @@
 //! - [`client`]: the bollard client and the engine's error classes;
 //! - [`engine`]: what the engine is (Docker or Podman, API, kernel, rootless), asked once;
 //! - [`container`]: create (replacing a same-named one), start, a one-off exec's output;
+//! - [`landing`]: creates that finish even when a cancel drops their caller;
 //! - [`guard`]: the host's credential endpoints made unreachable in a job's namespaces;
 //! - [`state`]: a container's state, and what the stages conclude from it;
 //! - [`pull`]: images under pull policies, with credentials from [`crate::auth`];
@@ -22,6 +23,7 @@ pub(crate) mod engine;
 pub(crate) mod exec;
 pub(crate) mod fifo;
 pub(crate) mod guard;
+pub(crate) mod landing;
 pub(crate) mod markers;
 pub(crate) mod pull;
 pub(crate) mod resources;

@@ -1,5 +1,10 @@
 //! SIGTERM to the process group, as GitLab Runner sends on cancel or timeout.
 
+use std::io::{Read, Write};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::fake_aws::{FakeAws, Reply};
@@ -101,4 +106,109 @@ fn a_cancel_during_an_output_flood_ends_the_stage_with_flat_memory() {
         job.cleanup().assert_ok();
         assert_no_leftovers(&job);
     }
+}
+
+/// A socket in front of the machine's engine that holds every container and volume create for a while
+/// and passes it on even when its caller has gone, as an engine already making a container
+/// goes on making it: a create the driver drops lands after the driver has ended.
+struct SlowCreates {
+    _dir: tempfile::TempDir,
+    path: PathBuf,
+    creates: Arc<AtomicUsize>,
+    stop: Arc<AtomicBool>,
+}
+
+impl SlowCreates {
+    fn start(hold: Duration) -> SlowCreates {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("docker.sock");
+        let listener = UnixListener::bind(&path).unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let creates = Arc::new(AtomicUsize::new(0));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (counter, stopped) = (creates.clone(), stop.clone());
+        std::thread::spawn(move || {
+            while !stopped.load(Ordering::Relaxed) {
+                let Ok((client, _)) = listener.accept() else {
+                    std::thread::sleep(Duration::from_millis(10));
+                    continue;
+                };
+                client.set_nonblocking(false).unwrap();
+                let upstream = UnixStream::connect("/var/run/docker.sock").unwrap();
+                let (mut from_client, mut to_engine) =
+                    (client.try_clone().unwrap(), upstream.try_clone().unwrap());
+                let counter = counter.clone();
+                std::thread::spawn(move || {
+                    let mut buf = vec![0; 64 * 1024];
+                    // The client's end closing does not take the engine's with it.
+                    while let Ok(n @ 1..) = from_client.read(&mut buf) {
+                        let creates = |what: &[u8]| buf[..n].windows(what.len()).any(|w| w == what);
+                        if creates(b"/containers/create") || creates(b"/volumes/create") {
+                            counter.fetch_add(1, Ordering::SeqCst);
+                            std::thread::sleep(hold);
+                        }
+                        if to_engine.write_all(&buf[..n]).is_err() {
+                            return;
+                        }
+                    }
+                });
+                std::thread::spawn(move || {
+                    let (mut from_engine, mut to_client) = (upstream, client);
+                    let mut buf = vec![0; 64 * 1024];
+                    while let Ok(n @ 1..) = from_engine.read(&mut buf) {
+                        if to_client.write_all(&buf[..n]).is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        SlowCreates {
+            _dir: dir,
+            path,
+            creates,
+            stop,
+        }
+    }
+}
+
+impl Drop for SlowCreates {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+/// Found by the soak: a prepare cancelled while the engine was making its volume or a
+/// container ended at once, the engine finished making it after the runner's cleanup had
+/// looked, and it stayed. A cancelled prepare now waits for the creates it sent.
+#[test]
+fn a_cancel_while_the_engine_makes_the_jobs_objects_leaves_nothing_behind() {
+    let slow = SlowCreates::start(Duration::from_secs(3));
+    let job = Job::builder(BUSYBOX)
+        .config(&format!(
+            "[docker]\nhost = \"unix://{}\"",
+            slow.path.display()
+        ))
+        .build();
+    let prepare = job.spawn_prepare();
+    let start = Instant::now();
+    while slow.creates.load(Ordering::SeqCst) == 0 {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "prepare made nothing"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    prepare.signal_group(Signal::TERM);
+    let out = prepare.wait(Duration::from_secs(10));
+    out.assert_code(SYSTEM_FAILURE);
+    assert!(
+        out.stderr.contains("prepare was cancelled"),
+        "{}",
+        out.stderr
+    );
+    job.cleanup().assert_ok();
+    // A create still under way would land by now.
+    std::thread::sleep(Duration::from_secs(4));
+    assert_no_leftovers(&job);
 }

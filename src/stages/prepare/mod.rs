@@ -7,7 +7,8 @@
 //! labelled from the job's identity. Policy violations are build failures decided before any
 //! Docker call ([`plan`]). Leftovers of the same job are removed first, and same-named
 //! objects it did not make are replaced. A failure leaves whatever was created for
-//! `cleanup`, which the runner always calls. SIGTERM aborts pulls and creates.
+//! `cleanup`, which the runner always calls. SIGTERM aborts pulls at once; creates already
+//! sent are answered first (up to 5 s), so that cleanup finds what they made.
 
 pub(crate) mod audit;
 pub(crate) mod containers;
@@ -31,7 +32,7 @@ use crate::docker::engine::Engine;
 use crate::docker::pull::{Pulled, ensure_image};
 use crate::docker::shell::Access;
 use crate::docker::state::ensure_running;
-use crate::docker::{client, container, direct, resources::remove_job};
+use crate::docker::{client, container, direct, landing, resources::remove_job};
 use crate::error::{Error, Result, StageError};
 use crate::job::JobIdentity;
 use crate::naming::{Lifetime, Names, Role, image_labels};
@@ -54,9 +55,17 @@ pub(crate) async fn run(ctx: &Context, cancel: &CancellationToken) -> Result<()>
     let auth = Resolver::new(&ctx.config, &ctx.env).with_job_credentials(&payload.credentials);
     tokio::select! {
         result = prepare(ctx, &docker, &id, &plan, &auth) => result,
-        () = cancel.cancelled() => Err(Error::Stage(StageError::Cancelled { what: "prepare".into() })),
+        () = cancel.cancelled() => {
+            // What prepare had asked the engine to make is made before it ends, so that the
+            // runner's cleanup finds it.
+            landing::settle(LANDING_LIMIT).await;
+            Err(Error::Stage(StageError::Cancelled { what: "prepare".into() }))
+        }
     }
 }
+
+/// How long a cancelled prepare waits for its creates to be answered.
+const LANDING_LIMIT: Duration = Duration::from_secs(5);
 
 /// The engine, waited for (`[docker] prepare_engine_wait`) when it is down as during a
 /// restart: the runner's retries of a prepare come at once, and would all fail within a
@@ -250,22 +259,24 @@ impl<'a> Job<'a> {
             labels: Some(labels),
             ..Default::default()
         };
+        let create = |request: VolumeCreateRequest| {
+            let docker = docker.clone();
+            landing::land(async move { docker.create_volume(request).await })
+        };
         tokio::try_join!(
             async {
-                docker
-                    .create_volume(volume(
-                        &names.builds_volume,
-                        self.labels(Role::BuildsVolume),
-                    ))
-                    .await
-                    .map_err(|e| Error::docker("create volume", &names.builds_volume, e))
+                create(volume(
+                    &names.builds_volume,
+                    self.labels(Role::BuildsVolume),
+                ))
+                .await
+                .map_err(|e| Error::docker("create volume", &names.builds_volume, e))
             },
             async {
                 if self.ctx.config.disable_cache {
                     return Ok(());
                 }
-                docker
-                    .create_volume(volume(&names.cache_volume, names.cache_labels(self.id)))
+                create(volume(&names.cache_volume, names.cache_labels(self.id)))
                     .await
                     .map(drop)
                     .map_err(|e| Error::docker("create volume", &names.cache_volume, e))
@@ -290,9 +301,8 @@ impl<'a> Job<'a> {
             }),
             ..Default::default()
         };
-        let created = self
-            .docker
-            .create_network(request)
+        let docker = self.docker.clone();
+        let created = landing::land(async move { docker.create_network(request).await })
             .await
             .map_err(|e| Error::docker("create network", name, e))?;
         if created.warning.is_empty() {
