@@ -20,7 +20,7 @@ use crate::error::{Error, Result};
 use crate::naming::{LABEL_EXPIRES_AT, LABEL_JOB, LABEL_MANAGED};
 use crate::output;
 
-fn expired(labels: Option<&HashMap<String, String>>, now: u64) -> bool {
+pub(crate) fn expired(labels: Option<&HashMap<String, String>>, now: u64) -> bool {
     labels
         .and_then(|l| l.get(LABEL_EXPIRES_AT))
         .and_then(|v| v.parse::<u64>().ok())

@@ -16,7 +16,7 @@ use tokio::time::Instant;
 use super::report::Report;
 use crate::config::security::MetadataPolicy;
 use crate::docker::{container, guard, resources};
-use crate::naming::LABEL_MANAGED;
+use crate::naming::{LABEL_EXPIRES_AT, LABEL_MANAGED};
 use crate::reference::ImageRef;
 use crate::stages::Context;
 use crate::stages::prepare::plan::MetadataGuard;
@@ -157,6 +157,21 @@ fn parenthesised(why: &str) -> String {
     }
 }
 
+/// How long the probe's container (`exec sleep 60`) and network may live: past this, a
+/// doctor killed before removing them leaves them to `ecr-executor gc`.
+const PROBE_LIFETIME: Duration = Duration::from_secs(120);
+
+/// The labels of everything the probe makes: the driver's, with an expiry for `gc`.
+fn probe_labels(now: u64) -> HashMap<String, String> {
+    HashMap::from([
+        (LABEL_MANAGED.to_owned(), "true".to_owned()),
+        (
+            LABEL_EXPIRES_AT.to_owned(),
+            (now + PROBE_LIFETIME.as_secs()).to_string(),
+        ),
+    ])
+}
+
 /// Makes a job's network namespace as prepare does (guarded as the policy says) and runs the
 /// probes in it; what they printed.
 async fn probe_from_a_job(
@@ -167,7 +182,7 @@ async fn probe_from_a_job(
     network: Option<&str>,
     plan: &MetadataGuard,
 ) -> Result<String, String> {
-    let labels = HashMap::from([(LABEL_MANAGED.to_owned(), "true".to_owned())]);
+    let labels = probe_labels(crate::util::unix_now());
     if let Some(network) = network {
         docker
             .create_network(NetworkCreateRequest {
@@ -257,5 +272,17 @@ mod tests {
         assert!(script.contains("PUT /latest/api/token"));
         assert!(script.contains("GET /latest/meta-data/"));
         assert_eq!(probes().len(), guard::ENDPOINTS.len() + 2);
+    }
+
+    /// A doctor killed mid-probe leaves its container and network to `gc`, once they have
+    /// outlived the probe's `sleep 60`, and never sooner.
+    #[test]
+    fn what_the_probe_makes_expires_for_gc_after_the_probe() {
+        let labels = probe_labels(1_000);
+        assert!(!crate::stages::gc::expired(Some(&labels), 1_060));
+        assert!(crate::stages::gc::expired(
+            Some(&labels),
+            1_000 + PROBE_LIFETIME.as_secs()
+        ));
     }
 }
