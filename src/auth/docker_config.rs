@@ -33,6 +33,9 @@ struct Entry {
     auth: Option<SecretString>,
     username: Option<String>,
     password: Option<SecretString>,
+    /// A refresh token the engine exchanges for registry tokens (`docker login` to an
+    /// OAuth registry such as ACR writes it, often beside an `auth` of `<user>:`).
+    identitytoken: Option<SecretString>,
 }
 
 /// Parsed `auths` entries, keyed by normalised `host[/path]`, and the credential helpers the
@@ -93,6 +96,23 @@ impl DockerAuthConfig {
         };
         for (key, entry) in file.auths {
             let normalised = normalise_key(&key);
+            // As the Docker CLI and GitLab Runner send it: the identity token, whatever
+            // `auth` holds beside it.
+            if let Some(token) = entry
+                .identitytoken
+                .filter(|t| !t.expose_secret().trim().is_empty())
+            {
+                let (username, _) = match entry.auth {
+                    Some(auth) if !auth.expose_secret().trim().is_empty() => {
+                        decode_auth(auth.expose_secret()).unwrap_or_default()
+                    }
+                    _ => (entry.username.unwrap_or_default(), SecretString::default()),
+                };
+                let (key, mut login) = keyed_login(normalised, username, token);
+                login.identity_token = true;
+                entries.push((key, login));
+                continue;
+            }
             let login = match (entry.auth, entry.username, entry.password) {
                 (Some(auth), _, _) if !auth.expose_secret().trim().is_empty() => {
                     decode_auth(auth.expose_secret()).ok_or_else(|| {
@@ -100,13 +120,13 @@ impl DockerAuthConfig {
                     })?
                 }
                 (_, Some(username), Some(password)) => (username, password),
-                // `docker login` with a `credsStore` writes `{}` here, and identity-token
-                // logins carry only `identitytoken`: no static login, but no error either.
+                // `docker login` with a `credsStore` writes `{}` here: no login of its own,
+                // but no error either.
                 _ => {
                     tracing::debug!(
                         entry = %key,
-                        "Docker config entry without a user and password skipped (its login \
-                         lives in a credential helper or is an identity token)"
+                        "Docker config entry without a login skipped (it lives in a credential \
+                         helper)"
                     );
                     continue;
                 }
@@ -303,14 +323,13 @@ mod tests {
     }
 
     /// Issue 22, defect 1: a config as `docker login` writes it next to a `credsStore` (`{}`
-    /// entries) or for identity tokens keeps every other login instead of failing whole.
+    /// entries) keeps every other login instead of failing whole.
     #[test]
     fn entries_without_a_login_are_skipped_not_fatal() {
         let json = format!(
             r#"{{"auths": {{
                 "registry.example.com": {{}},
-                "token.example.com": {{"identitytoken": "eyJ-refresh-token"}},
-                "empty.example.com": {{"auth": ""}},
+                "empty.example.com": {{"auth": "", "identitytoken": " "}},
                 "127.0.0.1:5000": {{"auth": "{}"}}
             }}, "credsStore": "desktop"}}"#,
             b64("ci:pass")
@@ -319,9 +338,36 @@ mod tests {
         assert_eq!(c.entries.len(), 1, "{c:?}");
         assert_eq!(c.find(&image("127.0.0.1:5000/a/b")).unwrap().username, "ci");
         assert!(c.find(&image("registry.example.com/a")).is_none());
-        assert!(c.find(&image("token.example.com/a")).is_none());
+        assert!(c.find(&image("empty.example.com/a")).is_none());
         // A malformed `auth` is still an error: that entry meant to be a login.
         assert!(DockerAuthConfig::parse(r#"{"auths": {"h": {"auth": "@@"}}}"#).is_err());
+    }
+
+    /// A runner migrated from the Docker executor keeps its identity-token logins: the
+    /// engine gets the token as `identitytoken`, as from the Docker CLI, whether `auth`
+    /// (`<user>:`, as `docker login` writes for ACR) is beside it or not.
+    #[test]
+    fn identity_token_entries_are_logins_the_engine_exchanges() {
+        let json = format!(
+            r#"{{"auths": {{
+                "acr.example.io": {{"auth": "{}", "identitytoken": "eyJ-refresh-1"}},
+                "token.example.com": {{"identitytoken": "eyJ-refresh-2"}}
+            }}}}"#,
+            b64("00000000-0000-0000-0000-000000000000:")
+        );
+        let c = DockerAuthConfig::parse(&json).unwrap();
+        for (host, token) in [
+            ("acr.example.io", "eyJ-refresh-1"),
+            ("token.example.com", "eyJ-refresh-2"),
+        ] {
+            let login = c.find(&image(&format!("{host}/team/app:1"))).unwrap();
+            assert!(login.identity_token, "{login:?}");
+            let sent = login.docker_credentials();
+            assert_eq!(sent.identitytoken.as_deref(), Some(token));
+            assert_eq!(sent.serveraddress.as_deref(), Some(host));
+            assert_eq!((sent.username, sent.password), (None, None));
+            assert!(!format!("{login:?}").contains(token), "redacted");
+        }
     }
 
     #[test]

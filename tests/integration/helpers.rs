@@ -11,19 +11,19 @@ use serde_json::json;
 use crate::harness::*;
 
 /// A directory of helper scripts put first on the runner's `PATH`.
-struct Helpers {
+pub struct Helpers {
     dir: tempfile::TempDir,
 }
 
 impl Helpers {
-    fn new() -> Helpers {
+    pub fn new() -> Helpers {
         let dir = tempfile::tempdir().unwrap();
         std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
         Helpers { dir }
     }
 
     /// `docker-credential-<name>`: records each server it is asked for, then runs `body`.
-    fn add(&self, name: &str, body: &str) -> &Self {
+    pub fn add(&self, name: &str, body: &str) -> &Self {
         let path = self.dir.path().join(format!("docker-credential-{name}"));
         let log = self.log(name);
         std::fs::write(
@@ -51,7 +51,7 @@ impl Helpers {
             .collect()
     }
 
-    fn path(&self) -> String {
+    pub fn path(&self) -> String {
         format!(
             "{}:{}",
             self.dir.path().display(),

@@ -28,4 +28,5 @@ mod pulls;
 mod restart;
 mod rootless;
 mod soak;
+mod tokens;
 mod trust;
