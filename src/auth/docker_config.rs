@@ -96,19 +96,14 @@ impl DockerAuthConfig {
         };
         for (key, entry) in file.auths {
             let normalised = normalise_key(&key);
-            // As the Docker CLI and GitLab Runner send it: the identity token, whatever
-            // `auth` holds beside it.
+            // The identity token wins over whatever `auth` holds beside it, and is all the
+            // engine gets (Login::docker_credentials), as from the Docker CLI.
             if let Some(token) = entry
                 .identitytoken
                 .filter(|t| !t.expose_secret().trim().is_empty())
             {
-                let (username, _) = match entry.auth {
-                    Some(auth) if !auth.expose_secret().trim().is_empty() => {
-                        decode_auth(auth.expose_secret()).unwrap_or_default()
-                    }
-                    _ => (entry.username.unwrap_or_default(), SecretString::default()),
-                };
-                let (key, mut login) = keyed_login(normalised, username, token);
+                let (key, mut login) =
+                    keyed_login(normalised, entry.username.unwrap_or_default(), token);
                 login.identity_token = true;
                 entries.push((key, login));
                 continue;

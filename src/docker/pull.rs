@@ -533,7 +533,7 @@ fn failed_request(
     credentials: &Option<Credentials>,
 ) -> Error {
     match EngineError::new("pull", image.pull_reference(), e) {
-        EngineError::Api { source, .. } | EngineError::Connect { source, .. } => {
+        EngineError::Api { source, .. } => {
             pull_error(image, pull_error_message(source), credentials)
         }
         lost => lost.into(),

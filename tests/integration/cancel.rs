@@ -4,7 +4,7 @@ use std::io::{Read, Write};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::fake_aws::{FakeAws, Reply};
@@ -115,66 +115,48 @@ struct SlowCreates {
     _dir: tempfile::TempDir,
     path: PathBuf,
     creates: Arc<AtomicUsize>,
-    stop: Arc<AtomicBool>,
+    _serving: Serving,
 }
 
 impl SlowCreates {
     fn start(hold: Duration) -> SlowCreates {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("docker.sock");
-        let listener = UnixListener::bind(&path).unwrap();
-        listener.set_nonblocking(true).unwrap();
         let creates = Arc::new(AtomicUsize::new(0));
-        let stop = Arc::new(AtomicBool::new(false));
-        let (counter, stopped) = (creates.clone(), stop.clone());
-        std::thread::spawn(move || {
-            while !stopped.load(Ordering::Relaxed) {
-                let Ok((client, _)) = listener.accept() else {
-                    std::thread::sleep(Duration::from_millis(10));
-                    continue;
-                };
-                client.set_nonblocking(false).unwrap();
-                let upstream = UnixStream::connect("/var/run/docker.sock").unwrap();
-                let (mut from_client, mut to_engine) =
-                    (client.try_clone().unwrap(), upstream.try_clone().unwrap());
-                let counter = counter.clone();
-                std::thread::spawn(move || {
-                    let mut buf = vec![0; 64 * 1024];
-                    // The client's end closing does not take the engine's with it.
-                    while let Ok(n @ 1..) = from_client.read(&mut buf) {
-                        let creates = |what: &[u8]| buf[..n].windows(what.len()).any(|w| w == what);
-                        if creates(b"/containers/create") || creates(b"/volumes/create") {
-                            counter.fetch_add(1, Ordering::SeqCst);
-                            std::thread::sleep(hold);
-                        }
-                        if to_engine.write_all(&buf[..n]).is_err() {
-                            return;
-                        }
+        let counter = creates.clone();
+        let serving = serve(UnixListener::bind(&path).unwrap(), move |client| {
+            let upstream = UnixStream::connect("/var/run/docker.sock").unwrap();
+            let (mut from_client, mut to_engine) =
+                (client.try_clone().unwrap(), upstream.try_clone().unwrap());
+            let counter = counter.clone();
+            std::thread::spawn(move || {
+                let mut buf = vec![0; 64 * 1024];
+                // The client's end closing does not take the engine's with it.
+                while let Ok(n @ 1..) = from_client.read(&mut buf) {
+                    let creates = |what: &[u8]| buf[..n].windows(what.len()).any(|w| w == what);
+                    if creates(b"/containers/create") || creates(b"/volumes/create") {
+                        counter.fetch_add(1, Ordering::SeqCst);
+                        std::thread::sleep(hold);
                     }
-                });
-                std::thread::spawn(move || {
-                    let (mut from_engine, mut to_client) = (upstream, client);
-                    let mut buf = vec![0; 64 * 1024];
-                    while let Ok(n @ 1..) = from_engine.read(&mut buf) {
-                        if to_client.write_all(&buf[..n]).is_err() {
-                            return;
-                        }
+                    if to_engine.write_all(&buf[..n]).is_err() {
+                        return;
                     }
-                });
+                }
+            });
+            let (mut from_engine, mut to_client) = (upstream, client);
+            let mut buf = vec![0; 64 * 1024];
+            while let Ok(n @ 1..) = from_engine.read(&mut buf) {
+                if to_client.write_all(&buf[..n]).is_err() {
+                    return;
+                }
             }
         });
         SlowCreates {
             _dir: dir,
             path,
             creates,
-            stop,
+            _serving: serving,
         }
-    }
-}
-
-impl Drop for SlowCreates {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
     }
 }
 

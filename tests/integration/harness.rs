@@ -960,3 +960,68 @@ pub fn assert_no_leftovers(job: &Job) {
     let dir = job.direct_dir();
     assert!(!dir.exists(), "job {} left {}", job.key(), dir.display());
 }
+
+/// A listening socket a test serves from a thread of its own.
+pub trait Listener: Send + 'static {
+    type Conn: Send + 'static;
+    /// A connection (blocking) if one is waiting; the listener itself never blocks.
+    fn next(&self) -> Option<Self::Conn>;
+    fn polled(&self);
+}
+
+impl Listener for std::net::TcpListener {
+    type Conn = std::net::TcpStream;
+    fn next(&self) -> Option<Self::Conn> {
+        let (conn, _) = self.accept().ok()?;
+        conn.set_nonblocking(false).ok()?;
+        Some(conn)
+    }
+    fn polled(&self) {
+        self.set_nonblocking(true).unwrap();
+    }
+}
+
+impl Listener for std::os::unix::net::UnixListener {
+    type Conn = std::os::unix::net::UnixStream;
+    fn next(&self) -> Option<Self::Conn> {
+        let (conn, _) = self.accept().ok()?;
+        conn.set_nonblocking(false).ok()?;
+        Some(conn)
+    }
+    fn polled(&self) {
+        self.set_nonblocking(true).unwrap();
+    }
+}
+
+/// Stops a [`serve`] loop when dropped.
+pub struct Serving(Arc<std::sync::atomic::AtomicBool>);
+
+impl Drop for Serving {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+}
+
+/// Accepts connections on `listener` until the returned guard is dropped, each handled by
+/// `handle` on a thread of its own.
+pub fn serve<L: Listener>(
+    listener: L,
+    handle: impl Fn(L::Conn) + Send + Sync + 'static,
+) -> Serving {
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let stopped = stop.clone();
+    let handle = Arc::new(handle);
+    listener.polled();
+    std::thread::spawn(move || {
+        while !stopped.load(Ordering::Relaxed) {
+            match listener.next() {
+                Some(conn) => {
+                    let handle = handle.clone();
+                    std::thread::spawn(move || handle(conn));
+                }
+                None => std::thread::sleep(Duration::from_millis(10)),
+            }
+        }
+    });
+    Serving(stop)
+}

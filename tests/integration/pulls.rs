@@ -26,7 +26,6 @@ struct Faults {
     rate: AtomicU64,
     /// Blob bytes passed on so far.
     sent: AtomicU64,
-    stop: AtomicBool,
 }
 
 /// An HTTP proxy in front of a registry on this host's loopback that passes every request
@@ -36,6 +35,7 @@ struct Faults {
 pub struct BlobProxy {
     pub port: u16,
     faults: Arc<Faults>,
+    _serving: Serving,
 }
 
 impl BlobProxy {
@@ -65,23 +65,16 @@ impl BlobProxy {
 
     fn serve(listener: TcpListener, upstream: u16) -> BlobProxy {
         let port = listener.local_addr().unwrap().port();
-        listener.set_nonblocking(true).unwrap();
         let faults = Arc::new(Faults::default());
         let shared = faults.clone();
-        std::thread::spawn(move || {
-            while !shared.stop.load(Ordering::Relaxed) {
-                match listener.accept() {
-                    Ok((client, _)) => {
-                        let faults = shared.clone();
-                        std::thread::spawn(move || {
-                            let _ = relay(client, upstream, &faults);
-                        });
-                    }
-                    Err(_) => std::thread::sleep(Duration::from_millis(20)),
-                }
-            }
+        let serving = serve(listener, move |client| {
+            let _ = relay(client, upstream, &shared);
         });
-        BlobProxy { port, faults }
+        BlobProxy {
+            port,
+            faults,
+            _serving: serving,
+        }
     }
 
     pub fn corrupt(&self, on: bool) {
@@ -102,16 +95,9 @@ impl BlobProxy {
     }
 }
 
-impl Drop for BlobProxy {
-    fn drop(&mut self) {
-        self.faults.stop.store(true, Ordering::Relaxed);
-    }
-}
-
 /// Passes one request on with `Connection: close` (so the response ends at EOF) and its
 /// response back, faulting a blob's body as `faults` says.
 fn relay(client: TcpStream, upstream: u16, faults: &Faults) -> std::io::Result<()> {
-    client.set_nonblocking(false)?;
     let mut from_client = BufReader::new(client.try_clone()?);
     let mut request = String::new();
     from_client.read_line(&mut request)?;

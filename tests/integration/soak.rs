@@ -235,21 +235,25 @@ impl Soak {
     fn leftovers(&self, host: Option<&str>) -> Vec<String> {
         let keys = self.keys.lock().unwrap();
         let mut left = Vec::new();
-        for (kind, list) in [
-            ("container", vec!["ps", "-a"]),
-            ("volume", vec!["volume", "ls"]),
-            ("network", vec!["network", "ls"]),
-        ] {
-            let mut args = list;
-            args.extend([
-                "--filter",
-                "label=ecr-executor.job",
-                "--format",
+        for (kind, list, format) in [
+            (
+                "container",
+                ["ps", "-a"],
+                r#"{{.Label "ecr-executor.job"}} {{.Names}}"#,
+            ),
+            (
+                "volume",
+                ["volume", "ls"],
                 r#"{{.Label "ecr-executor.job"}} {{.Name}}"#,
-            ]);
-            if kind == "container" {
-                *args.last_mut().unwrap() = r#"{{.Label "ecr-executor.job"}} {{.Names}}"#;
-            }
+            ),
+            (
+                "network",
+                ["network", "ls"],
+                r#"{{.Label "ecr-executor.job"}} {{.Name}}"#,
+            ),
+        ] {
+            let mut args = list.to_vec();
+            args.extend(["--filter", "label=ecr-executor.job", "--format", format]);
             for line in docker_at(host, &args) {
                 let key = line.split_whitespace().next().unwrap_or_default();
                 if keys.contains(key) {

@@ -9,8 +9,7 @@
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::time::Duration;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use base64::Engine;
 use serde_json::json;
@@ -28,41 +27,23 @@ struct TokenFront {
     port: u16,
     /// Refresh-token grants it answered with an access token.
     exchanges: Arc<AtomicUsize>,
-    stop: Arc<AtomicBool>,
+    _serving: Serving,
 }
 
 impl TokenFront {
     fn start(upstream: u16) -> TokenFront {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
-        listener.set_nonblocking(true).unwrap();
         let exchanges = Arc::new(AtomicUsize::new(0));
-        let stop = Arc::new(AtomicBool::new(false));
-        let (counted, stopped) = (exchanges.clone(), stop.clone());
-        std::thread::spawn(move || {
-            while !stopped.load(Ordering::Relaxed) {
-                match listener.accept() {
-                    Ok((client, _)) => {
-                        let counted = counted.clone();
-                        std::thread::spawn(move || {
-                            let _ = answer(client, port, upstream, &counted);
-                        });
-                    }
-                    Err(_) => std::thread::sleep(Duration::from_millis(10)),
-                }
-            }
+        let counted = exchanges.clone();
+        let serving = serve(listener, move |client| {
+            let _ = answer(client, port, upstream, &counted);
         });
         TokenFront {
             port,
             exchanges,
-            stop,
+            _serving: serving,
         }
-    }
-}
-
-impl Drop for TokenFront {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
     }
 }
 
@@ -72,7 +53,6 @@ fn answer(
     upstream: u16,
     exchanges: &AtomicUsize,
 ) -> std::io::Result<()> {
-    client.set_nonblocking(false)?;
     let mut reader = BufReader::new(client.try_clone()?);
     let mut request = String::new();
     reader.read_line(&mut request)?;
